@@ -1,0 +1,47 @@
+"""Feature taps: record the outputs of submodules named by module path, with forward hooks (no model edits)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from kd_lightning.errors import LayerNotFoundError
+
+
+@dataclass
+class Outputs:
+    """A network's logits plus the tapped features, keyed by module path."""
+
+    logits: torch.Tensor
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class FeatureTaps:
+    """Calls ``net`` and returns :class:`Outputs` with the outputs of the submodules at ``paths``."""
+
+    def __init__(self, net: nn.Module, paths: Iterable[str], role: str = "network"):
+        self.net = net
+        self._recorded: dict[str, torch.Tensor] = {}
+        modules = dict(net.named_modules())
+        self.paths = tuple(dict.fromkeys(paths))
+        for path in self.paths:
+            if path not in modules:
+                available = ", ".join(name for name in modules if name)
+                raise LayerNotFoundError(
+                    f"{role} {type(net).__name__} has no module {path!r}; its module paths are: {available}"
+                )
+            modules[path].register_forward_hook(self._hook(path))
+
+    def _hook(self, path: str):
+        def record(module, inputs, output):
+            self._recorded[path] = output
+
+        return record
+
+    def __call__(self, x: torch.Tensor) -> Outputs:
+        self._recorded = {}
+        logits = self.net(x)
+        return Outputs(logits, self._recorded)

@@ -1,0 +1,34 @@
+"""Loading a frozen teacher from a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kd_lightning.errors import ConfigError, MissingTeacherError
+
+
+def load_teacher(net: nn.Module, checkpoint: str, train_command: str | None = None) -> nn.Module:
+    """Load ``net``'s weights from a Lightning checkpoint (keys ``net.*``) or a plain state dict; freeze it.
+
+    The returned network is in eval mode with ``requires_grad=False``.
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        how = f"Train it first:\n  {train_command}\nor" if train_command else "Either train one, or"
+        raise MissingTeacherError(
+            f"teacher checkpoint {path.resolve()} does not exist. {how} point teacher.checkpoint at an existing "
+            f"checkpoint (a kd_lightning .ckpt or a state_dict .pt of {type(net).__name__})."
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if "state_dict" in state:  # a Lightning checkpoint of a supervised run: the network sits under ``net.``
+        state = {key.removeprefix("net."): value for key, value in state["state_dict"].items() if key.startswith("net.")}
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        raise ConfigError(f"teacher checkpoint {path} does not fit {type(net).__name__}: {err}") from err
+    net.eval()
+    net.requires_grad_(False)
+    return net

@@ -1,0 +1,29 @@
+import pytest
+import torch
+
+from kd_lightning.models import MLP, DeepNN, LightNN
+
+
+def count(net):
+    return sum(p.numel() for p in net.parameters())
+
+
+@pytest.mark.parametrize(
+    ("net", "params", "shape"),
+    [
+        (DeepNN(), 1_186_986, (3, 32, 32)),
+        (LightNN(), 267_738, (3, 32, 32)),
+        (MLP(784, [512, 256], dropout=0.5), 535_818, (1, 28, 28)),
+        (MLP(784, [128]), 101_770, (1, 28, 28)),
+    ],
+)
+def test_parameter_counts_and_logits(net, params, shape):
+    assert count(net) == params
+    assert net(torch.zeros(2, *shape)).shape == (2, 10)
+
+
+def test_tutorial_feature_paths_have_the_tutorials_shapes():
+    """The tutorial's variants read the conv block output: teacher 32x8x8 (2048), student 16x8x8 (1024)."""
+    x = torch.zeros(2, 3, 32, 32)
+    assert DeepNN().features(x).shape == (2, 32, 8, 8)
+    assert LightNN().features(x).shape == (2, 16, 8, 8)

@@ -1,0 +1,100 @@
+"""The entry point end to end: experiments compose and run, logs, resume, multirun, errors, real MNIST."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from kd_lightning.train import train
+
+from conftest import CONF, ROOT
+
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+TUTORIAL_EXPERIMENTS = ["mnist_teacher", "mnist_ce", "mnist_kd", "cifar10_teacher", "cifar10_ce", "cifar10_kd",
+                        "cifar10_cosine", "cifar10_regressor"]
+
+
+def with_teacher(make_config, teacher_state, *overrides):
+    """Compose; if the experiment distils, point it at a freshly initialised teacher of the right architecture."""
+    cfg = make_config(*overrides)
+    if cfg.get("teacher"):
+        cfg = make_config(*overrides, f"teacher.checkpoint={teacher_state(instantiate(cfg.teacher.net))}")
+    return cfg
+
+
+def test_the_tutorial_experiments_exist():
+    assert set(TUTORIAL_EXPERIMENTS) <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_runs_fast_dev_run(experiment, make_config, teacher_state):
+    cfg = with_teacher(make_config, teacher_state, f"+experiment={experiment}", "trainer.fast_dev_run=true")
+    assert cfg.run_name == experiment
+    summary = train(cfg)
+    assert summary["status"] == "done" and 0.0 <= summary["test/acc"] <= 1.0
+
+
+def scalar_tags(run_dir: Path) -> set[str]:
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    return set(accumulator.Tags()["scalars"])
+
+
+def test_tensorboard_gets_every_term_accuracy_and_learning_rate(make_config, teacher_state, tmp_path):
+    cfg = with_teacher(make_config, teacher_state, "+experiment=cifar10_regressor")
+    train(cfg)
+    tags = scalar_tags(tmp_path / "run")
+    assert {"train/loss", "train/ce", "train/hint", "train/acc", "val/loss", "val/acc", "test/acc", "lr-Adam"} <= tags
+    assert (tmp_path / "run" / "hparams.yaml").is_file()
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_rerun_resumes_from_last_checkpoint(make_config):
+    first = train(make_config("+experiment=cifar10_ce"))
+    assert first["resumed_from"] is None and first["epochs"] == 1
+    second = train(make_config("+experiment=cifar10_ce", "trainer.max_epochs=2"))
+    assert second["resumed_from"].endswith("last.ckpt") and second["epochs"] == 2
+
+
+def run_cli(*args, cwd=ROOT):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "kd_lightning.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_multirun_puts_each_job_in_its_own_folder_and_writes_a_table(tmp_path):
+    result = run_cli("-m", "+experiment=cifar10_ce", "optimizer.lr=0.001,0.003", *CLI_FAST, f"paths.log_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted(p.parent.name for p in tmp_path.rglob("summary.json"))
+    assert len(runs) == 2 and "optimizer.lr=0.001" in runs[0] and "optimizer.lr=0.003" in runs[1]
+    table = next((tmp_path / "tables").glob("*.md")).read_text()
+    assert "optimizer.lr=0.001" in table and "optimizer.lr=0.003" in table
+
+
+def test_missing_teacher_is_one_clear_message_with_the_command_to_train_it(tmp_path):
+    result = run_cli("+experiment=cifar10_kd", *CLI_FAST, f"paths.log_dir={tmp_path}")
+    assert result.returncode == 1
+    assert "python -m kd_lightning.train +experiment=cifar10_teacher seed=0" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_experiment_lists_the_available_ones(tmp_path):
+    result = run_cli("+experiment=cifar10_kdd", f"paths.log_dir={tmp_path}")
+    assert result.returncode == 1
+    assert "Could not find 'experiment/cifar10_kdd'" in result.stderr and "cifar10_kd" in result.stderr
+
+
+def test_short_real_mnist_run_beats_chance_by_a_wide_margin(make_config, mnist_npz_slice):
+    cfg = make_config("+experiment=mnist_ce", "data/source=npz", f"data.source.path={mnist_npz_slice}", "data.val_size=1000",
+                      "trainer.limit_train_batches=1.0", "trainer.limit_val_batches=1.0", "trainer.limit_test_batches=1.0")
+    summary = train(cfg)
+    assert summary["test/acc"] > 0.85  # chance is 0.10
+
+
+CLI_FAST = ["data/source=synthetic", "data.num_workers=0", "data.val_size=256", "trainer=cpu", "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+            "callbacks.progress_bar.refresh_rate=0"]
