@@ -33,6 +33,7 @@ def train(cfg: DictConfig) -> dict:
         net=instantiate(cfg.model),
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        speed=instantiate(cfg.speed),
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]

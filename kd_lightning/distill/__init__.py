@@ -1,5 +1,9 @@
 """How knowledge moves: feature taps, loss terms with their adapters, frozen teachers."""
 
+from kd_lightning.distill.feature import PKT, AttentionTransfer
+from kd_lightning.distill.relation import FSP, RKD, SimilarityPreserving
+from kd_lightning.distill.response import DIST, DKD, StandardizedKD
+from kd_lightning.distill.cache import TeacherCache
 from kd_lightning.distill.taps import FeatureTaps, Outputs
 from kd_lightning.distill.teacher import load_teacher
 from kd_lightning.distill.terms import (
@@ -13,14 +17,23 @@ from kd_lightning.distill.terms import (
 )
 
 __all__ = [
+    "AttentionTransfer",
     "CosineFeature",
     "CrossEntropy",
+    "DIST",
+    "DKD",
+    "FSP",
     "FeatureTaps",
     "FeatureTerm",
     "HintMSE",
     "LossTerm",
     "Outputs",
+    "PKT",
+    "RKD",
+    "SimilarityPreserving",
     "SoftTargetKD",
+    "TeacherCache",
+    "StandardizedKD",
     "load_teacher",
     "soft_target_kl",
 ]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 
-from kd_lightning.distill import FeatureTaps, LossTerm, Outputs
+from kd_lightning.distill import FeatureTaps, LossTerm, Outputs, TeacherCache
 from kd_lightning.errors import ConfigError
+from kd_lightning.modules.speed import SpeedOptions
 from kd_lightning.modules.supervised import SupervisedModule
+
+log = logging.getLogger(__name__)
 
 
 class DistillationModule(SupervisedModule):
@@ -17,7 +21,8 @@ class DistillationModule(SupervisedModule):
 
     The teacher is deliberately not a registered submodule: it is outside the optimizer, the student's
     checkpoint and Lightning's ``train()``/``eval()`` switching (it stays in eval mode), and is moved to
-    the student's device and dtype when fitting starts.
+    the student's device and dtype when fitting starts. With ``speed.teacher_cache`` its outputs come
+    from a :class:`TeacherCache` once the first epoch has filled it.
     """
 
     has_teacher = True
@@ -30,19 +35,49 @@ class DistillationModule(SupervisedModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         num_classes: int = 10,
+        speed: SpeedOptions | None = None,
     ):
         if teacher is None:
             raise ConfigError("offline distillation needs a teacher: choose one with teacher=<name> (see conf/teacher/)")
         if not terms:
             raise ConfigError("offline distillation needs at least one loss term in distill.terms")
-        super().__init__(net, optimizer, terms, scheduler, num_classes)
+        super().__init__(net, optimizer, terms, scheduler, num_classes, speed)
         self.__dict__["teacher"] = teacher.eval().requires_grad_(False)
         self.teacher_taps = FeatureTaps(teacher, [p for t in terms.values() for p in t.teacher_layers], "teacher")
+        self.cache: TeacherCache | None = None
+
+    def networks(self) -> list[nn.Module]:
+        return [self.net, self.teacher]
 
     def on_fit_start(self) -> None:
-        dtype = next(self.net.parameters()).dtype
-        self.teacher.to(device=self.device, dtype=dtype)
+        self.teacher.to(device=self.device, dtype=next(self.net.parameters()).dtype)
+        super().on_fit_start()
+        self.cache = None
+        if self.speed.teacher_cache:
+            datamodule = self.trainer.datamodule
+            if getattr(datamodule, "augments", False):
+                log.warning(
+                    "speed.teacher_cache is off: training batches are augmented, so a sample's input differs "
+                    "every epoch and cached teacher outputs would belong to another view. The teacher runs live."
+                )
+            else:
+                self.cache = TeacherCache(datamodule.num_train_samples, self.device)
 
     @torch.no_grad()
     def teacher_outputs(self, x: torch.Tensor, index: torch.Tensor) -> Outputs:
-        return self.teacher_taps(x)
+        if self.cache is not None and self.cache.complete:
+            return self.cache.lookup(index)
+        outputs = self.teacher_taps(x)
+        if self.cache is not None:
+            self.cache.store(index, outputs)
+        return outputs
+
+    def step_key(self) -> str:
+        if self.cache is None:
+            return "live teacher"
+        return "cached teacher" if self.cache.complete else "filling cache"
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        if self.cache is not None and not self.cache.complete and self.cache.refresh_complete():
+            log.info("Teacher cache complete (%d samples): the teacher no longer runs.", self.cache.num_samples)

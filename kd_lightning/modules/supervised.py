@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import logging
 import math
 from collections.abc import Callable, Mapping
 
@@ -14,14 +16,18 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from kd_lightning.distill import CrossEntropy, FeatureTaps, LossTerm, Outputs
 from kd_lightning.errors import ConfigError, NonFiniteLossError
+from kd_lightning.modules.speed import CapturedStep, SpeedOptions, capture_unavailable_reason
+
+log = logging.getLogger(__name__)
 
 
 class SupervisedModule(L.LightningModule):
     """Trains ``net`` on a weighted sum of loss terms that need no teacher (by default plain cross-entropy).
 
-    Per-step loss values are summed on the device and written to the loggers every
-    ``trainer.log_every_n_steps`` steps (one GPU sync per window) as ``train/loss`` and ``train/<term>``;
-    a non-finite value stops training with :class:`NonFiniteLossError`.
+    Each step yields one device vector ``[loss, term_1, ..., correct, count]``; it is summed on the device
+    and written to the loggers every ``trainer.log_every_n_steps`` steps (one sync per window) as
+    ``train/loss`` and ``train/<term>``, and per epoch as ``train/acc``. A non-finite loss stops training
+    with :class:`NonFiniteLossError` before the next checkpoint.
     """
 
     has_teacher = False
@@ -33,6 +39,7 @@ class SupervisedModule(L.LightningModule):
         terms: Mapping[str, LossTerm] | None = None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         num_classes: int = 10,
+        speed: SpeedOptions | None = None,
     ):
         super().__init__()
         terms = dict(terms) if terms else {"ce": CrossEntropy()}
@@ -46,40 +53,92 @@ class SupervisedModule(L.LightningModule):
         self.terms = nn.ModuleDict(terms)
         self.student_taps = FeatureTaps(net, [p for t in terms.values() for p in t.student_layers], "student")
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.speed = speed or SpeedOptions()
+        self.automatic_optimization = not self.speed.capture_step
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.metric_names = ["train/loss", *(f"train/{name}" for name in terms)]
         self._window_sum: torch.Tensor | None = None
         self._window_steps = 0
+        self._epoch_sum: torch.Tensor | None = None
+        self._captured_steps: dict[str, CapturedStep] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def networks(self) -> list[nn.Module]:
+        """The networks this scheme runs (for memory format and compilation)."""
+        return [self.net]
+
+    def on_fit_start(self) -> None:
+        for net in self.networks():
+            if self.speed.channels_last:
+                net.to(memory_format=torch.channels_last)
+            if self.speed.compile:
+                net.compile()
+
     def teacher_outputs(self, x: torch.Tensor, index: torch.Tensor) -> Outputs | None:
         return None
 
-    def losses(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(weighted total, [total, term_1, ...] detached, student logits)`` for one batch."""
+    def step_key(self) -> str:
+        """Which captured graph fits the current state (a scheme whose step changes shape overrides it)."""
+        return "train"
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(weighted total, detached [total, term_1, ..., correct, count])`` for one batch."""
         student = self.student_taps(x)
         teacher = self.teacher_outputs(x, index)
         values = [term(student, teacher, y) for term in self.terms.values()]
         total = sum(term.weight * value for term, value in zip(self.terms.values(), values))
-        return total, torch.stack([total, *values]).detach().float(), student.logits
+        correct = (student.logits.argmax(1) == y).sum()
+        count = torch.full_like(correct, y.shape[0])
+        return total, torch.cat([torch.stack([total, *values]).detach().float(), torch.stack([correct, count]).float()])
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def _manual_step(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        loss, values = self.losses(x, y, index)
+        loss.backward()
+        self.optimizers().optimizer.step()
+        return values
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         x, y, index = batch
-        loss, values, logits = self.losses(x, y, index)
-        self.train_acc.update(logits.detach(), y)
+        if self.automatic_optimization:
+            loss, values = self.losses(x, y, index)
+        else:
+            loss, values = None, self._captured_step()(x, y, index)
+            lightning_optimizer = self.optimizers()
+            lightning_optimizer._on_before_step()  # Lightning's step counting, as LightningOptimizer.step does
+            lightning_optimizer._on_after_step()
         self._accumulate(values, last=batch_idx + 1 >= self.trainer.num_training_batches)
         return loss
 
+    def _capture_unavailable_reason(self) -> str | None:
+        return capture_unavailable_reason(self.device, self.trainer.world_size, str(self.trainer.precision))
+
+    def _captured_step(self) -> CapturedStep:
+        key = self.step_key()
+        if key not in self._captured_steps:
+            reason = self._capture_unavailable_reason()
+            if reason and not self._captured_steps:
+                log.warning("speed.capture_step: %s; running the same step eagerly.", reason)
+            step = self._manual_step
+            if torch.is_autocast_enabled(self.device.type):  # a graph must not reuse autocast's weight-cast cache
+                dtype = torch.get_autocast_dtype(self.device.type)
+
+                def step(*inputs, _step=self._manual_step, _device=self.device.type, _dtype=dtype):
+                    with torch.autocast(_device, dtype=_dtype, cache_enabled=False):
+                        return _step(*inputs)
+
+            self._captured_steps[key] = CapturedStep(step, self.optimizers().optimizer, enabled=reason is None)
+        return self._captured_steps[key]
+
     def _accumulate(self, values: torch.Tensor, last: bool) -> None:
-        self._window_sum = values if self._window_sum is None else self._window_sum + values
+        self._window_sum = values.clone() if self._window_sum is None else self._window_sum.add_(values)
         self._window_steps += 1
         if last or self._window_steps >= self.trainer.log_every_n_steps:
-            means = (self._window_sum / self._window_steps).tolist()
+            self._epoch_sum = self._window_sum if self._epoch_sum is None else self._epoch_sum + self._window_sum
+            means = (self._window_sum[: len(self.metric_names)] / self._window_steps).tolist()
             self._window_sum, self._window_steps = None, 0
             metrics = dict(zip(self.metric_names, means))
             bad = {name: value for name, value in metrics.items() if not math.isfinite(value)}
@@ -92,8 +151,12 @@ class SupervisedModule(L.LightningModule):
                 logger.log_metrics(metrics, step=self.global_step)
 
     def on_train_epoch_end(self) -> None:
-        self.log("train/acc", self.train_acc.compute())
-        self.train_acc.reset()
+        if self._epoch_sum is not None:
+            correct, count = self._epoch_sum[-2:]
+            self.log("train/acc", correct / count)
+            self._epoch_sum = None
+        if not self.automatic_optimization and self.lr_schedulers() is not None:
+            self.lr_schedulers().step()
 
     def _evaluate(self, batch, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy, stage: str) -> None:
         x, y, _ = batch
@@ -110,7 +173,14 @@ class SupervisedModule(L.LightningModule):
         self._evaluate(batch, self.test_loss, self.test_acc, "test")
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        params = [p for p in self.parameters() if p.requires_grad]
+        factory = self.optimizer_factory
+        optimizer_class = getattr(factory, "func", factory)
+        capturing = self.speed.capture_step and self._capture_unavailable_reason() is None
+        if capturing and "capturable" in inspect.signature(optimizer_class).parameters:
+            optimizer = factory(params=params, capturable=True)  # optimizer state on the device, graph-safe
+        else:
+            optimizer = factory(params=params)
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer=optimizer)}

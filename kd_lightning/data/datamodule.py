@@ -1,0 +1,138 @@
+"""One LightningDataModule for image classification, shared by every training scheme."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning.pytorch as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from kd_lightning.data.loaders import ResidentBatches
+from kd_lightning.data.sources import Arrays
+from kd_lightning.data.transforms import BatchTransform
+from kd_lightning.errors import ConfigError
+
+SPLITS = ("train", "val", "test")
+
+
+class IndexedTensorDataset(Dataset):
+    """``(image uint8, label, index)`` per sample; the index keys the teacher-output cache."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.images[i], self.labels[i], i
+
+
+class ClassificationDataModule(L.LightningDataModule):
+    """Train/val/test splits of an image-classification source, batches of ``(x, y, index)``.
+
+    The validation set is a seeded random ``val_size`` images of the official training set; the test set
+    is the official one. Images stay uint8 until the batch is on the training device, where
+    :class:`BatchTransform` normalises (and augments training batches). ``resident=True`` keeps each split
+    on the training device and slices batches there (:class:`ResidentBatches`) instead of a DataLoader.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        source,
+        num_classes: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        val_size: int = 5000,
+        split_seed: int = 0,
+        seed: int = 0,
+        batch_size: int = 128,
+        eval_batch_size: int = 1024,
+        num_workers: int = 0,
+        resident: bool = False,
+        crop_padding: int = 0,
+        hflip: bool = False,
+        channels_last: bool = False,
+        max_train_samples: int | None = None,
+    ):
+        super().__init__()
+        self.name, self.source, self.num_classes = name, source, num_classes
+        self.val_size, self.split_seed, self.seed = val_size, split_seed, seed
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.resident, self.max_train_samples = resident, max_train_samples
+        self.transform = BatchTransform(mean, std, crop_padding, hflip, channels_last)
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def prepare_data(self) -> None:
+        prepare = getattr(self.source, "prepare", None)
+        if prepare is not None:
+            prepare()
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            self.splits = self._split(self.source.load())
+
+    def _split(self, arrays: Arrays) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        for name, labels in (("train", arrays.y_train), ("test", arrays.y_test)):
+            if labels.min() < 0 or labels.max() >= self.num_classes:
+                raise ConfigError(
+                    f"{self.name} {name} labels span {int(labels.min())}..{int(labels.max())} "
+                    f"but data.num_classes={self.num_classes}"
+                )
+        n = len(arrays.y_train)
+        if not 0 < self.val_size < n:
+            raise ConfigError(f"data.val_size={self.val_size} must be between 1 and {n - 1} (training set size {n})")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
+        val, train = order[: self.val_size], order[self.val_size :]
+        if self.max_train_samples is not None:
+            train = train[: self.max_train_samples]
+        return {
+            "train": (arrays.x_train[train], arrays.y_train[train]),
+            "val": (arrays.x_train[val], arrays.y_train[val]),
+            "test": (arrays.x_test, arrays.y_test),
+        }
+
+    @property
+    def augments(self) -> bool:
+        """Whether a training sample's input changes from epoch to epoch."""
+        return self.transform.augments
+
+    @property
+    def num_train_samples(self) -> int:
+        return len(self.splits["train"][1])
+
+    def _loader(self, split: str):
+        images, labels = self.splits[split]
+        train = split == "train"
+        batch_size = self.batch_size if train else self.eval_batch_size
+        if self.resident:
+            trainer = self.trainer
+            device = trainer.strategy.root_device if trainer is not None else images.device
+            rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+            return ResidentBatches(
+                images.to(device), labels.to(device), batch_size, shuffle=train, seed=self.seed, rank=rank, world_size=world
+            )
+        return DataLoader(
+            IndexedTensorDataset(images, labels),
+            batch_size=batch_size,
+            shuffle=train,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self):
+        return self._loader("train")
+
+    def val_dataloader(self):
+        return self._loader("val")
+
+    def test_dataloader(self):
+        return self._loader("test")
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels, index = batch
+        training = self.trainer is not None and self.trainer.training
+        return self.transform(images, train=training), labels, index

@@ -1,0 +1,136 @@
+"""Where images come from. Every source returns the whole dataset as uint8 tensors (N, C, H, W) and int64 labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.error import URLError
+
+import numpy as np
+import torch
+
+from kd_lightning.errors import ConfigError, DataNotFoundError
+
+
+@dataclass
+class Arrays:
+    """A dataset's official train and test parts."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def _as_nchw_uint8(images) -> torch.Tensor:
+    images = torch.as_tensor(np.asarray(images))
+    if images.dtype != torch.uint8:
+        raise ConfigError(f"images must be uint8 pixels in 0..255, got dtype {images.dtype}")
+    if images.ndim == 3:  # N, H, W grey
+        return images.unsqueeze(1).contiguous()
+    if images.ndim == 4 and images.shape[-1] in (1, 3):  # N, H, W, C
+        return images.permute(0, 3, 1, 2).contiguous()
+    raise ConfigError(f"expected images shaped (N, H, W) or (N, H, W, C), got {tuple(images.shape)}")
+
+
+def _as_labels(labels) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(labels), dtype=torch.long).reshape(-1)
+
+
+# dataset name → (torchvision class, its folder under root, image shape)
+DATASETS = {
+    "mnist": ("MNIST", "MNIST/raw", (1, 28, 28)),
+    "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw", (1, 28, 28)),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py", (3, 32, 32)),
+}
+
+
+def _check_name(name: str) -> None:
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}; accepted: {', '.join(DATASETS)}")
+
+
+class TorchvisionSource:
+    """A torchvision dataset (``mnist``, ``fashion_mnist``, ``cifar10``) under ``root``, downloaded if absent."""
+
+    def __init__(self, name: str, root: str, download: bool = True):
+        _check_name(name)
+        self.name, self.root, self.download = name, Path(root), download
+
+    def _datasets(self):
+        import torchvision
+
+        class_name, folder, _ = DATASETS[self.name]
+        dataset_cls = getattr(torchvision.datasets, class_name)
+        try:
+            return (
+                dataset_cls(str(self.root), train=True, download=self.download),
+                dataset_cls(str(self.root), train=False, download=self.download),
+            )
+        except (RuntimeError, OSError, URLError) as err:
+            where = (self.root / folder).resolve()
+            raise DataNotFoundError(
+                f"{self.name} is not in {where} and could not be downloaded "
+                f"({type(err).__name__}: {err}).\nProvide it in one of these ways:\n"
+                f"  - run once on a machine with internet access (torchvision downloads it into {self.root.resolve()}),\n"
+                f"  - copy torchvision's files for {self.name} into {where},\n"
+                f"  - use a Keras-style .npz (x_train, y_train, x_test, y_test): "
+                f"data/source=npz data.source.path=/path/to/{self.name}.npz"
+            ) from err
+
+    def prepare(self) -> None:
+        """Download once (Lightning calls this on one process before ``setup``)."""
+        self._datasets()
+
+    def load(self) -> Arrays:
+        train, test = self._datasets()
+        return Arrays(
+            _as_nchw_uint8(train.data), _as_labels(train.targets), _as_nchw_uint8(test.data), _as_labels(test.targets)
+        )
+
+
+class NpzSource:
+    """A Keras-style ``.npz`` file with ``x_train, y_train, x_test, y_test`` (uint8 HWC or HW images)."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+
+    def load(self) -> Arrays:
+        if not self.path.is_file():
+            raise DataNotFoundError(
+                f"no .npz file at {self.path.resolve()}. Set data.source.path to a Keras-style .npz "
+                f"(arrays x_train, y_train, x_test, y_test), or use data/source=torchvision to download."
+            )
+        with np.load(self.path, allow_pickle=False) as arrays:
+            missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays.files)
+            if missing:
+                raise ConfigError(f"{self.path} lacks arrays {sorted(missing)}; it has {sorted(arrays.files)}")
+            return Arrays(
+                _as_nchw_uint8(arrays["x_train"]),
+                _as_labels(arrays["y_train"]),
+                _as_nchw_uint8(arrays["x_test"]),
+                _as_labels(arrays["y_test"]),
+            )
+
+
+class SyntheticSource:
+    """Images shaped like dataset ``name``'s, random but with a class-dependent pattern: learnable, tiny (for tests)."""
+
+    def __init__(self, name: str, num_classes: int = 10, num_train: int = 6000, num_test: int = 500, seed: int = 0):
+        _check_name(name)
+        self.image_shape, self.num_classes = DATASETS[name][2], num_classes
+        self.num_train, self.num_test, self.seed = num_train, num_test, seed
+
+    def _make(self, n: int, generator: torch.Generator, patterns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.randint(self.num_classes, (n,), generator=generator)
+        noise = torch.randn((n, *self.image_shape), generator=generator)
+        images = 128 + 50 * patterns[labels] + 30 * noise
+        return images.clamp(0, 255).to(torch.uint8), labels
+
+    def load(self) -> Arrays:
+        generator = torch.Generator().manual_seed(self.seed)
+        patterns = torch.randn((self.num_classes, *self.image_shape), generator=generator)
+        x_train, y_train = self._make(self.num_train, generator, patterns)
+        x_test, y_test = self._make(self.num_test, generator, patterns)
+        return Arrays(x_train, y_train, x_test, y_test)
+
