@@ -128,7 +128,7 @@ def run_ours(setup: dict, overrides: list[str], npz: Path, train_images: int, ep
                 f"+experiment={setup['prefix']}_{phase}", *overrides, "data/source=npz", f"data.source.path={npz}",
                 f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=0", "+trainer.num_sanity_val_steps=0",
                 "test=false", "resume=false", f"paths.log_dir={out}", f"paths.output_dir={out}/{phase}",
-                f"teacher.checkpoint={out}/teacher/checkpoints/last.ckpt" if phase != "teacher" else "seed=0",
+                *([f"teacher.checkpoint={out}/teacher/checkpoints/last.ckpt"] if phase not in ("teacher", "ce") else []),
             ])
             seconds, peak = timed(lambda: train(cfg)["train_time_s"], device)  # Trainer.fit's wall time
             results[phase] = phase_result(seconds, (train_images - cfg.data.val_size) * epochs, peak)

@@ -94,7 +94,7 @@ def test_unknown_layer_lists_the_paths_that_exist():
 
 
 def test_missing_teacher_checkpoint_says_how_to_train_it(tmp_path):
-    with pytest.raises(MissingTeacherError, match="Train it first:\n  python -m kd_lightning.train"):
+    with pytest.raises(MissingTeacherError, match="looked for:\n.*nope.ckpt\nTrain it first:\n  python -m kd_lightning.train"):
         load_teacher(DeepNN(), str(tmp_path / "nope.ckpt"), "python -m kd_lightning.train +experiment=cifar10_teacher")
 
 

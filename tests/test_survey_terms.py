@@ -358,10 +358,12 @@ def test_feature_terms_send_gradients_to_the_student_only(name):
         (lambda: PKT("s", "t", eps=0.0), r"PKT: eps must be > 0, got 0.0"),
         (lambda: RKD("s", "t", distance_weight=0, angle_weight=0), r"not both 0, got 0 and 0"),
         (lambda: RKD("s", "t", distance_weight=-1.0), r"must be >= 0.*got -1.0 and 50.0"),
-        (lambda: FSP("features", [["x", "y"]]), r"student_layers must be a non-empty list of \[first, second\] pairs, got 'features'"),
+        (lambda: FSP("features", [["x", "y"]]),
+         r"student_layers must be a non-empty list of \[first, second\] pairs, got 'features'"),
         (lambda: FSP([["a", "b", "c"]], [["x", "y"]]), r"student_layers must be .*pairs, got \[\['a', 'b', 'c'\]\]"),
         (lambda: FSP([["a", "b"]], [["x", "y"], ["z", "w"]]), r"1 student layer pairs but 2 teacher layer pairs"),
-        (lambda: FSP([["a", "b"]], [["x", "y"]], student_channels=[[1, 2]]), r"give both student_channels and teacher_channels"),
+        (lambda: FSP([["a", "b"]], [["x", "y"]], student_channels=[[1, 2]]),
+         r"give both student_channels and teacher_channels"),
         (lambda: FSP([["a", "b"]], [["x", "y"]], student_channels=[[1, 2]], teacher_channels=[[2, 2], [3, 3]]),
          r"one \[C_first, C_second\] entry per layer pair \(1 pairs\)"),
         (lambda: FSP([["a", "b"]], [["x", "y"]], student_channels=[[0, 2]], teacher_channels=[[2, 2]]),
@@ -382,7 +384,8 @@ def test_logit_terms_refuse_different_class_counts(make):
 @pytest.mark.parametrize(
     "make, s_shape, t_shape, match",
     [
-        (lambda: AttentionTransfer("features", "classifier.1"), (2, 3, 4, 4), (2, 512), r"\(2, 3, 4, 4\).*'features'.*\(2, 512\).*'classifier.1'"),
+        (lambda: AttentionTransfer("features", "classifier.1"), (2, 3, 4, 4), (2, 512),
+         r"\(2, 3, 4, 4\).*'features'.*\(2, 512\).*'classifier.1'"),
         (lambda: AttentionTransfer("s", "t"), (2, 3, 4, 4), (3, 3, 4, 4), r"\(2, 3, 4, 4\).*'s'.*\(3, 3, 4, 4\).*'t'"),
         (lambda: PKT("s", "t"), (2, 6), (3, 6), r"\(2, 6\).*'s'.*\(3, 6\).*'t'.*batch sizes differ"),
         (lambda: SimilarityPreserving("s", "t"), (2, 6), (4, 6), r"\(2, 6\).*\(4, 6\).*batch sizes differ"),
@@ -397,7 +400,8 @@ def test_feature_shape_errors_name_both_layers_and_shapes(make, s_shape, t_shape
 
 def test_fsp_without_adapters_refuses_different_channel_counts_naming_layers_and_shapes():
     student, teacher = [torch.zeros(2, 16, 4, 4)] * 2, [torch.zeros(2, 64, 4, 4), torch.zeros(2, 32, 4, 4)]
-    with pytest.raises(FeatureShapeError, match=r"\(2, 16, 16\).*\['a', 'b'\].*\(2, 64, 32\).*\['x', 'y'\].*student_channels"):
+    match = r"\(2, 16, 16\).*\['a', 'b'\].*\(2, 64, 32\).*\['x', 'y'\].*student_channels"
+    with pytest.raises(FeatureShapeError, match=match):
         FSP([["a", "b"]], [["x", "y"]])(*fsp_outputs(student, teacher), TARGET)
     with pytest.raises(FeatureShapeError, match=r"'a': \(2, 16\)"):
         FSP([["a", "b"]], [["x", "y"]])(*fsp_outputs([torch.zeros(2, 16), student[1]], teacher), TARGET)

@@ -1,5 +1,6 @@
 """The entry point end to end: experiments compose and run, logs, resume, multirun, errors, real MNIST."""
 
+import json
 import os
 import subprocess
 import sys
@@ -73,6 +74,13 @@ def test_multirun_puts_each_job_in_its_own_folder_and_writes_a_table(tmp_path):
     assert len(runs) == 2 and "optimizer.lr=0.001" in runs[0] and "optimizer.lr=0.003" in runs[1]
     table = next((tmp_path / "tables").glob("*.md")).read_text()
     assert "optimizer.lr=0.001" in table and "optimizer.lr=0.003" in table
+
+
+def test_students_find_the_teacher_trained_in_the_same_sweep_with_the_same_overrides(tmp_path):
+    result = run_cli("-m", "+experiment=mnist_teacher,mnist_kd", *CLI_FAST, f"paths.log_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summaries = [json.loads(p.read_text()) for p in tmp_path.rglob("summary.json")]
+    assert sorted((s["run_name"], s["status"]) for s in summaries) == [("mnist_kd", "done"), ("mnist_teacher", "done")]
 
 
 def test_missing_teacher_is_one_clear_message_with_the_command_to_train_it(tmp_path):

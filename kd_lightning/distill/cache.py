@@ -30,10 +30,11 @@ class TeacherCache:
         if self.logits is None:
             self.logits = self._buffer(outputs.logits)
             self.features = {path: self._buffer(f) for path, f in outputs.features.items()}
-        self.logits[index] = outputs.logits.to(self.dtype)
+        # index_copy_/index_fill_ take no host values, so this also runs inside a captured CUDA graph
+        self.logits.index_copy_(0, index, outputs.logits.to(self.dtype))
         for path, feature in outputs.features.items():
-            self.features[path][index] = feature.to(self.dtype)
-        self.filled[index] = True
+            self.features[path].index_copy_(0, index, feature.to(self.dtype))
+        self.filled.index_fill_(0, index, True)
 
     def refresh_complete(self) -> bool:
         self.complete = bool(self.filled.all())

@@ -46,7 +46,7 @@ def _pairwise_distances(e: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 
 
 def _angles(e: torch.Tensor) -> torch.Tensor:
-    """``cos ∠(e_j, e_i, e_k)`` for all (i, j, k): cosines between ``e_j - e_i`` and ``e_k - e_i`` (0 if degenerate)."""
+    """``cos ∠(e_j, e_i, e_k)`` for all (i, j, k): cosine of ``e_j - e_i`` and ``e_k - e_i`` (0 if degenerate)."""
     diff = F.normalize(e.unsqueeze(0) - e.unsqueeze(1), p=2, dim=2)
     return torch.bmm(diff, diff.transpose(1, 2))
 
@@ -89,7 +89,7 @@ class RKD(FeatureTerm):
 def _pairs(value, what: str) -> tuple[tuple, ...]:
     if isinstance(value, str) or not isinstance(value, Sequence):
         raise ConfigError(f"FSP: {what} must be a non-empty list of [first, second] pairs, got {value!r}")
-    pairs = tuple(tuple(pair) if not isinstance(pair, str) and isinstance(pair, Sequence) else (pair,) for pair in value)
+    pairs = tuple(tuple(p) if isinstance(p, Sequence) and not isinstance(p, str) else (p,) for p in value)
     if not pairs or any(len(pair) != 2 for pair in pairs):
         raise ConfigError(f"FSP: {what} must be a non-empty list of [first, second] pairs, got {list(value)!r}")
     return pairs
@@ -123,7 +123,8 @@ class FSP(LossTerm):
         if (student_channels is None) != (teacher_channels is None):
             raise ConfigError("FSP: give both student_channels and teacher_channels (for the adapters), or neither")
         if student_channels is not None:
-            s_channels, t_channels = _pairs(student_channels, "student_channels"), _pairs(teacher_channels, "teacher_channels")
+            s_channels = _pairs(student_channels, "student_channels")
+            t_channels = _pairs(teacher_channels, "teacher_channels")
             if len(s_channels) != len(self.student_pairs) or len(t_channels) != len(self.student_pairs):
                 raise ConfigError(
                     f"FSP: student_channels {list(s_channels)} and teacher_channels {list(t_channels)} need one "

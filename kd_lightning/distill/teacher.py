@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -10,16 +11,19 @@ from torch import nn
 from kd_lightning.errors import ConfigError, MissingTeacherError
 
 
-def load_teacher(net: nn.Module, checkpoint: str, train_command: str | None = None) -> nn.Module:
+def load_teacher(net: nn.Module, checkpoint: str | Sequence[str], train_command: str | None = None) -> nn.Module:
     """Load ``net``'s weights from a Lightning checkpoint (keys ``net.*``) or a plain state dict; freeze it.
 
-    The returned network is in eval mode with ``requires_grad=False``.
+    ``checkpoint`` may list candidates: the first that exists is used. The returned network is in eval
+    mode with ``requires_grad=False``.
     """
-    path = Path(checkpoint)
-    if not path.is_file():
+    candidates = [Path(checkpoint)] if isinstance(checkpoint, str) else [Path(c) for c in checkpoint]
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
         how = f"Train it first:\n  {train_command}\nor" if train_command else "Either train one, or"
+        looked = "\n".join(f"  {c.resolve()}" for c in dict.fromkeys(candidates))
         raise MissingTeacherError(
-            f"teacher checkpoint {path.resolve()} does not exist. {how} point teacher.checkpoint at an existing "
+            f"no teacher checkpoint; looked for:\n{looked}\n{how} point teacher.checkpoint at an existing "
             f"checkpoint (a kd_lightning .ckpt or a state_dict .pt of {type(net).__name__})."
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
