@@ -60,8 +60,11 @@ def tutorial_networks(dataset: str):
     return MLP(784, [512, 256], dropout=0.5), MLP(784, [128])
 
 
-def tutorial_loop(phase: str, teacher, student, loader, epochs: int, device) -> float:
-    """The tutorials' train / train_knowledge_distillation / train_cosine_loss / train_mse_loss loops; seconds."""
+def tutorial_loop(phase: str, teacher, student, loader, epochs: int, device) -> tuple[float, float]:
+    """The tutorials' train / train_knowledge_distillation / train_cosine_loss / train_mse_loss loops.
+
+    Returns the seconds of all epochs and of the last one.
+    """
     net = teacher if phase == "teacher" else student
     regressor = nn.Conv2d(16, 32, kernel_size=3, padding=1).to(device) if phase == "regressor" else None
     params = list(net.parameters()) + (list(regressor.parameters()) if regressor is not None else [])
@@ -71,6 +74,7 @@ def tutorial_loop(phase: str, teacher, student, loader, epochs: int, device) -> 
     net.train()
     start = time.perf_counter()
     for _ in range(epochs):
+        epoch_start = time.perf_counter()
         running_loss = 0.0
         for inputs, labels in loader:
             inputs, labels = inputs.to(device), labels.to(device)
@@ -101,9 +105,8 @@ def tutorial_loop(phase: str, teacher, student, loader, epochs: int, device) -> 
             loss.backward()
             optimizer.step()
             running_loss += loss.item()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+    end = time.perf_counter()  # loss.item() synchronised every step
+    return end - start, end - epoch_start
 
 
 def run_reference(setup: dict, arrays, epochs: int, device) -> dict:
@@ -115,8 +118,9 @@ def run_reference(setup: dict, arrays, epochs: int, device) -> dict:
     for phase in setup["phases"]:
         if phase != "teacher":
             student = tutorial_networks(setup["dataset"])[1].to(device)
-        seconds, peak = timed(lambda: tutorial_loop(phase, teacher, student, loader, epochs, device), device)
-        results[phase] = phase_result(seconds, len(arrays["y_train"]) * epochs, peak)
+        (seconds, last_epoch), peak = timed(lambda: tutorial_loop(phase, teacher, student, loader, epochs, device), device)
+        n = len(arrays["y_train"])
+        results[phase] = phase_result(seconds, n * epochs, peak, steady=n / last_epoch)
     return results
 
 
@@ -130,22 +134,25 @@ def run_ours(setup: dict, overrides: list[str], npz: Path, train_images: int, ep
                 "test=false", "resume=false", f"paths.log_dir={out}", f"paths.output_dir={out}/{phase}",
                 *([f"teacher.checkpoint={out}/teacher/checkpoints/last.ckpt"] if phase not in ("teacher", "ce") else []),
             ])
-            seconds, peak = timed(lambda: train(cfg)["train_time_s"], device)  # Trainer.fit's wall time
-            results[phase] = phase_result(seconds, (train_images - cfg.data.val_size) * epochs, peak)
+            summary, peak = timed(lambda: train(cfg), device)
+            results[phase] = phase_result(summary["train_time_s"], (train_images - cfg.data.val_size) * epochs, peak,
+                                          steady=summary["images_per_s"])  # EpochThroughput: the last epoch
     return results
 
 
-def timed(fn, device) -> tuple[float, int | None]:
-    """``fn()``'s own time measurement (seconds) and the peak GPU memory (MiB) while it ran."""
+def timed(fn, device):
+    """``fn()``'s result and the peak GPU memory (MiB) while it ran."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    seconds = fn()
-    return seconds, round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None
+    result = fn()
+    return result, round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None
 
 
-def phase_result(seconds: float, images: int, peak_mb: int | None) -> dict:
-    return {"seconds": round(seconds, 2), "images_per_s": round(images / seconds), "peak_gpu_mb": peak_mb}
+def phase_result(seconds: float, images: int, peak_mb: int | None, steady: float) -> dict:
+    """``images_per_s`` over the whole fit (start-up included), ``steady_images_per_s`` over its last epoch."""
+    return {"seconds": round(seconds, 2), "images_per_s": round(images / seconds), "steady_images_per_s": round(steady),
+            "peak_gpu_mb": peak_mb}
 
 
 def synthetic_arrays(dataset: str) -> dict:
@@ -204,12 +211,16 @@ def summarise(results: dict, table_images: int) -> dict:
         name: round(sum(table_images / r["images_per_s"] for r in phases.values()), 1) for name, phases in results.items()
     }
     summary = {"images_per_s": {name: {p: r["images_per_s"] for p, r in phases.items()} for name, phases in results.items()},
+               "steady_images_per_s": {name: {p: r["steady_images_per_s"] for p, r in phases.items()}
+                                       for name, phases in results.items()},
                "peak_gpu_mb": {name: max((r["peak_gpu_mb"] or 0) for r in phases.values()) for name, phases in results.items()},
                "table_seconds": table_seconds}
     if "reference" in results:
         summary["speedup_vs_reference"] = {
             name: {"table": round(table_seconds["reference"] / table_seconds[name], 2),
-                   **{p: round(r["images_per_s"] / results["reference"][p]["images_per_s"], 2) for p, r in phases.items()}}
+                   **{p: round(r["images_per_s"] / results["reference"][p]["images_per_s"], 2) for p, r in phases.items()},
+                   **{f"{p} steady": round(r["steady_images_per_s"] / results["reference"][p]["steady_images_per_s"], 2)
+                      for p, r in phases.items()}}
             for name, phases in results.items() if name != "reference"
         }
     return summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.error import URLError
@@ -57,36 +58,42 @@ class TorchvisionSource:
         _check_name(name)
         self.name, self.root, self.download = name, Path(root), download
 
-    def _datasets(self):
-        import torchvision
-
-        class_name, folder, _ = DATASETS[self.name]
-        dataset_cls = getattr(torchvision.datasets, class_name)
-        try:
-            return (
-                dataset_cls(str(self.root), train=True, download=self.download),
-                dataset_cls(str(self.root), train=False, download=self.download),
-            )
-        except (RuntimeError, OSError, URLError) as err:
-            where = (self.root / folder).resolve()
-            raise DataNotFoundError(
-                f"{self.name} is not in {where} and could not be downloaded "
-                f"({type(err).__name__}: {err}).\nProvide it in one of these ways:\n"
-                f"  - run once on a machine with internet access (torchvision downloads it into {self.root.resolve()}),\n"
-                f"  - copy torchvision's files for {self.name} into {where},\n"
-                f"  - use a Keras-style .npz (x_train, y_train, x_test, y_test): "
-                f"data/source=npz data.source.path=/path/to/{self.name}.npz"
-            ) from err
-
     def prepare(self) -> None:
         """Download once (Lightning calls this on one process before ``setup``)."""
-        self._datasets()
+        _torchvision_datasets(self.name, self.root, self.download)
 
     def load(self) -> Arrays:
-        train, test = self._datasets()
-        return Arrays(
-            _as_nchw_uint8(train.data), _as_labels(train.targets), _as_nchw_uint8(test.data), _as_labels(test.targets)
+        return _load_torchvision(self.name, self.root.resolve(), self.download)
+
+
+def _torchvision_datasets(name: str, root: Path, download: bool):
+    import torchvision
+
+    class_name, folder, _ = DATASETS[name]
+    dataset_cls = getattr(torchvision.datasets, class_name)
+    try:
+        return (
+            dataset_cls(str(root), train=True, download=download),
+            dataset_cls(str(root), train=False, download=download),
         )
+    except (RuntimeError, OSError, URLError) as err:
+        where = (root / folder).resolve()
+        raise DataNotFoundError(
+            f"{name} is not in {where} and could not be downloaded ({type(err).__name__}: {err}).\n"
+            f"Provide it in one of these ways:\n"
+            f"  - run once on a machine with internet access (torchvision downloads it into {root.resolve()}),\n"
+            f"  - copy torchvision's files for {name} into {where},\n"
+            f"  - use a Keras-style .npz (x_train, y_train, x_test, y_test): "
+            f"data/source=npz data.source.path=/path/to/{name}.npz"
+        ) from err
+
+
+# Decoded arrays are cached per process, keyed by what was read: the jobs of a multirun read their dataset
+# from disk once. Nothing modifies them in place.
+@functools.lru_cache(maxsize=2)
+def _load_torchvision(name: str, root: Path, download: bool) -> Arrays:
+    train, test = _torchvision_datasets(name, root, download)
+    return Arrays(_as_nchw_uint8(train.data), _as_labels(train.targets), _as_nchw_uint8(test.data), _as_labels(test.targets))
 
 
 class NpzSource:
@@ -101,16 +108,21 @@ class NpzSource:
                 f"no .npz file at {self.path.resolve()}. Set data.source.path to a Keras-style .npz "
                 f"(arrays x_train, y_train, x_test, y_test), or use data/source=torchvision to download."
             )
-        with np.load(self.path, allow_pickle=False) as arrays:
-            missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays.files)
-            if missing:
-                raise ConfigError(f"{self.path} lacks arrays {sorted(missing)}; it has {sorted(arrays.files)}")
-            return Arrays(
-                _as_nchw_uint8(arrays["x_train"]),
-                _as_labels(arrays["y_train"]),
-                _as_nchw_uint8(arrays["x_test"]),
-                _as_labels(arrays["y_test"]),
-            )
+        return _load_npz(self.path.resolve(), self.path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_npz(path: Path, mtime_ns: int) -> Arrays:
+    with np.load(path, allow_pickle=False) as arrays:
+        missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays.files)
+        if missing:
+            raise ConfigError(f"{path} lacks arrays {sorted(missing)}; it has {sorted(arrays.files)}")
+        return Arrays(
+            _as_nchw_uint8(arrays["x_train"]),
+            _as_labels(arrays["y_train"]),
+            _as_nchw_uint8(arrays["x_test"]),
+            _as_labels(arrays["y_test"]),
+        )
 
 
 class SyntheticSource:

@@ -1,0 +1,40 @@
+"""Training speed as a logged metric."""
+
+from __future__ import annotations
+
+import time
+
+import lightning.pytorch as L
+import torch
+
+
+class EpochThroughput(L.Callback):
+    """Logs each epoch's training time and rate as ``time/epoch_s`` and ``time/images_per_s``.
+
+    The clock runs from the epoch's first batch to its last (validation excluded) and costs one device
+    sync at each end, not one per step.
+    """
+
+    def __init__(self):
+        self.start = 0.0
+        self.images = 0
+        self.seconds: float | None = None
+
+    @staticmethod
+    def _now(device: torch.device) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.images, self.seconds = 0, None
+        self.start = self._now(pl_module.device)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.images += len(batch[1])
+        if batch_idx + 1 >= trainer.num_training_batches:
+            self.seconds = self._now(pl_module.device) - self.start
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.seconds:
+            pl_module.log_dict({"time/epoch_s": self.seconds, "time/images_per_s": self.images / self.seconds})
