@@ -43,12 +43,10 @@ class DKD(LossTerm):
     ``T``, summed over classes, averaged over the batch, times T², as in the official mdistiller code).
 
     Warm-up: mdistiller scales the loss by ``min(epoch / warmup, 1)``. Here the factor is
-    ``min(step / warmup_steps, 1)`` where ``step`` is ``self.global_step`` if a module sets it, otherwise
-    the term's own count of forward calls in training mode (the buffer ``calls``, including the current
-    call, saved in checkpoints so a resumed run continues the ramp). With gradient accumulation that
-    counts micro-batches. ``warmup_steps=0`` disables the warm-up. The counter lives on the device, so a
-    step replayed as a CUDA graph (``speed.capture_step``) keeps counting; a ``global_step`` set from
-    Python would be frozen into such a graph.
+    ``min(calls / warmup_steps, 1)``, ``calls`` being the term's count of forward calls in training mode
+    (a buffer, including the current call, saved in checkpoints so a resumed run continues the ramp; with
+    gradient accumulation it counts micro-batches). ``warmup_steps=0`` disables the warm-up. The counter
+    lives on the device, so a step replayed as a CUDA graph (``speed.capture_step``) keeps counting.
     """
 
     def __init__(self, weight: float = 1.0, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0,
@@ -60,14 +58,11 @@ class DKD(LossTerm):
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ConfigError(f"DKD: warmup_steps must be an integer >= 0 (0: no warm-up), got {warmup_steps!r}")
         self.alpha, self.beta, self.temperature, self.warmup_steps = alpha, beta, temperature, warmup_steps
-        self.global_step: int | None = None  # optional: a module may set the training progress here
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
 
     def warmup_factor(self) -> torch.Tensor | float:
         if self.warmup_steps == 0:
             return 1.0
-        if self.global_step is not None:
-            return min(self.global_step / self.warmup_steps, 1.0)
         return (self.calls.float() / self.warmup_steps).clamp(max=1.0)  # stays on the device: no sync
 
     def forward(self, student: Outputs, teacher: Outputs, target: torch.Tensor) -> torch.Tensor:

@@ -14,10 +14,13 @@ log = logging.getLogger(__name__)
 
 
 class SummaryTable(Callback):
-    """After each job of a multirun, rewrite ``<log_dir>/tables/<start time>.md`` (failed jobs included)."""
+    """After each job of a multirun, rewrite ``<log_dir>/tables/<start time>.md`` (failed jobs included).
 
-    def __init__(self, metric: str = "test/acc"):
-        self.metric = metric
+    ``baseline``: a run name whose mean the table subtracts from every row's (e.g. the CE-only student).
+    """
+
+    def __init__(self, metric: str = "test/acc", baseline: str | None = None):
+        self.metric, self.baseline = metric, baseline
         self.job_dirs: list[Path] = []
         self.path: Path | None = None
 
@@ -31,7 +34,7 @@ class SummaryTable(Callback):
         self.job_dirs.append(Path(job_return.hydra_cfg.hydra.runtime.output_dir) / "summary.json")
         summaries = read_summaries(p for p in self.job_dirs if p.is_file())
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(markdown_table(summaries, self.metric))
+        self.path.write_text(markdown_table(summaries, self.metric, self.baseline))
 
     def on_multirun_end(self, config, **kwargs) -> None:
         if self.path is not None:

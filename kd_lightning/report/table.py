@@ -28,14 +28,24 @@ def _mean_std(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.2f} ± {100 * std:.2f}"
 
 
-def markdown_table(summaries: list[dict], metric: str = "test/acc") -> str:
-    """Rows grouped by (run name, overrides in the run folder's name: not the seed), in first-seen order."""
+def _mean(runs: list[dict], metric: str) -> float | None:
+    values = [r[metric] for r in runs if r.get(metric) is not None]
+    return statistics.mean(values) if values else None
+
+
+def markdown_table(summaries: list[dict], metric: str = "test/acc", baseline: str | None = None) -> str:
+    """Rows grouped by (run name, overrides in the run folder's name: not the seed), in first-seen order.
+
+    With ``baseline`` (a run name, e.g. ``cifar10_ce``), a column gives each row's mean minus the baseline's.
+    """
     groups: dict[tuple[str, str], list[dict]] = {}
     for summary in summaries:
         groups.setdefault(_config_key(summary), []).append(summary)
+    reference = next((_mean(runs, metric) for (name, _), runs in groups.items() if name == baseline), None)
+    delta_header = f" Δ vs {baseline} (pp) |" if baseline else ""
     lines = [
-        f"| run | overrides | {metric} % (mean ± std) | per seed | params | train time (s, mean) |",
-        "|---|---|---|---|---|---|",
+        f"| run | overrides | {metric} % (mean ± std) |{delta_header} per seed | params | train time (s, mean) |",
+        "|---|---|---|" + ("---|" if baseline else "") + "---|---|---|",
     ]
     for (run_name, overrides), runs in groups.items():
         runs = sorted(runs, key=lambda r: r["seed"])
@@ -47,8 +57,13 @@ def markdown_table(summaries: list[dict], metric: str = "test/acc") -> str:
         params = f"{done[0]['params']:,}" if done else "–"
         times = [r["train_time_s"] for r in done]
         mean_time = f"{statistics.mean(times):.1f}" if times else "–"
+        delta = ""
+        if baseline:
+            mean = _mean(runs, metric)
+            delta = f" {100 * (mean - reference):+.2f} |" if mean is not None and reference is not None else " – |"
         lines.append(
-            f"| {run_name} | {overrides or '–'} | {_mean_std([r[metric] for r in done])} | {per_seed} | {params} | {mean_time} |"
+            f"| {run_name} | {overrides or '–'} | {_mean_std([r[metric] for r in done])} |{delta} {per_seed} | {params} "
+            f"| {mean_time} |"
         )
     failed = [s for s in summaries if s.get("status") == "failed"]
     for summary in failed:
