@@ -3,7 +3,10 @@
 from kd_lightning.distill.feature import PKT, AttentionTransfer
 from kd_lightning.distill.relation import FSP, RKD, SimilarityPreserving
 from kd_lightning.distill.response import DIST, DKD, StandardizedKD
+from kd_lightning.distill.self_distillation import ExitHead, TfKDVirtualTeacher
 from kd_lightning.distill.cache import TeacherCache
+from kd_lightning.distill.crd import CRD
+from kd_lightning.distill.ensemble import TeacherEnsemble, load_teachers
 from kd_lightning.distill.taps import FeatureTaps, Outputs
 from kd_lightning.distill.teacher import load_teacher
 from kd_lightning.distill.terms import (
@@ -17,11 +20,15 @@ from kd_lightning.distill.terms import (
 )
 
 __all__ = [
+    "CRD",
+    "TeacherEnsemble",
+    "load_teachers",
     "AttentionTransfer",
     "CosineFeature",
     "CrossEntropy",
     "DIST",
     "DKD",
+    "ExitHead",
     "FSP",
     "FeatureTaps",
     "FeatureTerm",
@@ -34,6 +41,7 @@ __all__ = [
     "SoftTargetKD",
     "TeacherCache",
     "StandardizedKD",
+    "TfKDVirtualTeacher",
     "load_teacher",
     "soft_target_kl",
 ]

@@ -1,0 +1,171 @@
+"""Contrastive representation distillation (Tian, Krishnan & Isola, ICLR 2020), as in the official RepDistiller code.
+
+CRD needs each training sample's index (its row in the memory bank). Terms do not get it through the
+usual call ``term(student, teacher, target)``; a term that sets ``uses_index = True`` is instead called as
+``term(student, teacher, target, index=index)`` by :class:`~kd_lightning.modules.CRDDistillationModule`,
+which also sizes its memory bank (:meth:`allocate`) from ``trainer.datamodule.num_train_samples`` when
+fitting starts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kd_lightning.distill.taps import Outputs
+from kd_lightning.distill.terms import FeatureTerm
+from kd_lightning.errors import ConfigError, FeatureShapeError
+
+NCE_EPS = 1e-7  # the official ContrastLoss's eps
+
+
+class Embed(nn.Module):
+    """Flatten, linear projection to ``dim_out``, L2 normalisation (RepDistiller's ``Embed``)."""
+
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.linear = nn.Linear(dim_in, dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.linear(x.flatten(1)), dim=1)
+
+
+def nce_loss(scores: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """The official ``ContrastLoss``: NCE with the positive in column 0 and ``K`` negatives after it.
+
+    ``scores`` are ``exp(v·m / T) / Z`` (batch, K + 1). With noise distribution ``Pn = 1 / num_samples``:
+    ``-(Σ_b log(P⁺ / (P⁺ + K·Pn + eps)) + Σ_{b,k} log(K·Pn / (P⁻ + K·Pn + eps))) / batch``.
+    """
+    k = scores.shape[1] - 1
+    noise = k / num_samples
+    positive, negative = scores[:, 0], scores[:, 1:]
+    log_d1 = torch.log(positive / (positive + noise + NCE_EPS))
+    log_d0 = torch.log(noise / (negative + noise + NCE_EPS))
+    return -(log_d1.sum() + log_d0.sum()) / scores.shape[0]
+
+
+class CRD(FeatureTerm):
+    """CRD loss between ``student_layer`` and ``teacher_layer`` features (flattened).
+
+    Both are embedded to ``feat_dim`` by a trainable linear head + L2 normalisation (``embed_s``,
+    ``embed_t``; trained with the student, the teacher network stays frozen). Two memory banks hold one
+    embedding per training sample, ``memory_s`` (student) and ``memory_t`` (teacher), initialised uniformly
+    in ±1/√(feat_dim/3). For a batch with sample indices ``index``, each sample contrasts against ``nce_k``
+    indices drawn uniformly with replacement from the training set (RepDistiller's ``ContrastMemory``
+    fallback; its CIFAR loader instead draws negatives from other classes), with its own index as the
+    positive: the student embedding is scored against the teacher bank and the teacher embedding against the
+    student bank, ``exp(v·m / nce_t)`` divided by a constant ``Z`` fixed from the first batch
+    (``mean · num_samples``), and the loss is the sum of the two :func:`nce_loss` values. Then the rows
+    ``index`` of each bank move to ``nce_mom · old + (1 - nce_mom) · new`` and are renormalised.
+
+    The banks are buffers (saved in checkpoints, so resuming continues them) of ``num_samples`` rows,
+    created by :meth:`allocate` on the training device; the normaliser ``Z`` is set on the device (no host
+    sync), so the term can run inside a captured CUDA graph. Under DDP each process updates only its own
+    samples' rows. Defaults are the paper's: ``feat_dim`` 128, ``nce_k`` 16384, ``nce_t`` 0.07,
+    ``nce_mom`` 0.5 (and weight β = 0.8 next to CE).
+    """
+
+    uses_index = True
+
+    def __init__(
+        self,
+        student_layer: str,
+        teacher_layer: str,
+        student_dim: int,
+        teacher_dim: int,
+        weight: float = 0.8,
+        feat_dim: int = 128,
+        nce_k: int = 16384,
+        nce_t: float = 0.07,
+        nce_mom: float = 0.5,
+    ):
+        super().__init__(student_layer, teacher_layer, weight)
+        if nce_k < 1 or feat_dim < 1 or not nce_t > 0 or not 0 <= nce_mom < 1:
+            raise ConfigError(
+                f"CRD needs nce_k >= 1, feat_dim >= 1, nce_t > 0 and 0 <= nce_mom < 1; got nce_k={nce_k}, "
+                f"feat_dim={feat_dim}, nce_t={nce_t}, nce_mom={nce_mom}"
+            )
+        self.student_dim, self.teacher_dim, self.feat_dim = student_dim, teacher_dim, feat_dim
+        self.nce_k, self.nce_t, self.nce_mom = nce_k, nce_t, nce_mom
+        self.embed_s, self.embed_t = Embed(student_dim, feat_dim), Embed(teacher_dim, feat_dim)
+        self.register_buffer("memory_s", torch.empty(0, feat_dim))
+        self.register_buffer("memory_t", torch.empty(0, feat_dim))
+        self.register_buffer("normalizer", torch.full((2,), -1.0))  # Z for (student, teacher) anchors; < 0: unset
+
+    @property
+    def num_samples(self) -> int:
+        return self.memory_s.shape[0]
+
+    def allocate(self, num_samples: int, device: torch.device | str) -> None:
+        """Create the memory banks for ``num_samples`` training samples on ``device`` (kept if restored)."""
+        if self.num_samples == num_samples:
+            return
+        if self.num_samples:
+            raise ConfigError(
+                f"CRD's memory bank has {self.num_samples} rows (from a checkpoint), but the training split has "
+                f"{num_samples} samples: resume with the same data settings"
+            )
+        std = 1.0 / math.sqrt(self.feat_dim / 3)
+        self.memory_s = torch.rand(num_samples, self.feat_dim, device=device).mul_(2 * std).sub_(std)
+        self.memory_t = torch.rand(num_samples, self.feat_dim, device=device).mul_(2 * std).sub_(std)
+        self.normalizer = torch.full((2,), -1.0, device=device)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("memory_s", "memory_t"):  # a checkpoint's banks replace empty (not yet allocated) ones
+            saved, current = state_dict.get(prefix + name), getattr(self, name)
+            if saved is not None and saved.shape != current.shape:
+                setattr(self, name, torch.empty(saved.shape, dtype=current.dtype, device=current.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def scores(self, memory: torch.Tensor, contrast_index: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        """``exp(memory[contrast_index[b, k]] · anchor[b] / nce_t)`` (batch, K + 1); the bank gets no gradient."""
+        memory = memory.detach()
+        if memory.shape[0] < contrast_index.shape[1] * memory.shape[1]:
+            # every dot product, then pick: (batch, N) floats instead of the (batch, K + 1, feat_dim) gathered rows;
+            # a copy of the bank, since backward needs it as it is now and the bank is updated in place after
+            dots = torch.gather(anchor @ memory.to(anchor.dtype, copy=True).t(), 1, contrast_index)
+        else:  # the official gather + bmm
+            dots = torch.bmm(memory[contrast_index].to(anchor.dtype), anchor.unsqueeze(2)).squeeze(2)
+        return torch.exp(dots / self.nce_t)
+
+    def forward(
+        self, student: Outputs, teacher: Outputs, target: torch.Tensor, index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if index is None:
+            raise ConfigError(
+                "CRD needs the batch's sample indices: train it with kd_lightning.modules.CRDDistillationModule "
+                "(distill=crd), which passes them"
+            )
+        n = self.num_samples
+        if n == 0:
+            raise ConfigError("CRD's memory bank is empty: CRDDistillationModule allocates it when fitting starts")
+        s = student.features[self.student_layer].flatten(1).float()
+        t = teacher.features[self.teacher_layer].flatten(1).float()
+        if s.shape[1] != self.student_dim or t.shape[1] != self.teacher_dim:
+            raise FeatureShapeError(
+                f"CRD: student features {tuple(s.shape)} (layer {self.student_layer!r}) and teacher features "
+                f"{tuple(t.shape)} (layer {self.teacher_layer!r}) do not have student_dim={self.student_dim} and "
+                f"teacher_dim={self.teacher_dim} features per sample"
+            )
+        with torch.autocast(s.device.type, enabled=False):
+            v_s, v_t = self.embed_s(s), self.embed_t(t)
+            negatives = torch.randint(0, n, (index.shape[0], self.nce_k), device=index.device)
+            contrast_index = torch.cat([index.view(-1, 1), negatives], dim=1)
+            out_s = self.scores(self.memory_t, contrast_index, v_s)  # student anchors, teacher bank (official out_v1)
+            out_t = self.scores(self.memory_s, contrast_index, v_t)  # teacher anchors, student bank (official out_v2)
+            unset = torch.stack([out_s.mean(), out_t.mean()]).detach() * n
+            z = torch.where(self.normalizer < 0, unset, self.normalizer)
+            loss = nce_loss(out_s / z[0], n) + nce_loss(out_t / z[1], n)
+            with torch.no_grad():
+                self.normalizer.copy_(z)
+                self.update(self.memory_s, index, v_s)
+                self.update(self.memory_t, index, v_t)
+        return loss
+
+    def update(self, memory: torch.Tensor, index: torch.Tensor, embedding: torch.Tensor) -> None:
+        """Momentum update of the bank rows ``index``, renormalised to unit length."""
+        rows = memory.index_select(0, index).mul_(self.nce_mom).add_(embedding.detach(), alpha=1 - self.nce_mom)
+        memory.index_copy_(0, index, F.normalize(rows, dim=1))
