@@ -6,6 +6,7 @@ from kd_lightning.distill.response import DIST, DKD, StandardizedKD
 from kd_lightning.distill.self_distillation import ExitHead, TfKDVirtualTeacher
 from kd_lightning.distill.cache import TeacherCache
 from kd_lightning.distill.crd import CRD
+from kd_lightning.distill.data_free import DAFLGeneratorLoss
 from kd_lightning.distill.ensemble import TeacherEnsemble, load_teachers
 from kd_lightning.distill.taps import FeatureTaps, Outputs
 from kd_lightning.distill.teacher import load_teacher
@@ -20,6 +21,7 @@ from kd_lightning.distill.terms import (
 )
 
 __all__ = [
+    "DAFLGeneratorLoss",
     "CRD",
     "TeacherEnsemble",
     "load_teachers",

@@ -1,0 +1,136 @@
+"""Data-free distillation (DAFL): a generator makes the images, the frozen teacher labels them, the student learns.
+
+Chen et al., "Data-Free Learning of Student Networks" (ICCV 2019). Each training step draws noise ``z``,
+generates images ``G(z)`` and
+
+1. updates the generator on DAFL's loss of the teacher's outputs for them (one-hot + α·activation +
+   β·information entropy, :class:`~kd_lightning.distill.data_free.DAFLGeneratorLoss`), so the teacher
+   sees images it answers confidently, with strong features, and evenly over the classes;
+2. updates the student ``student_steps`` times on the weighted loss terms (e.g. soft-target KD) between
+   its outputs and the teacher's for the same, detached images; labels given to the terms are the
+   teacher's arg-max (pseudo-)labels.
+
+No real training image is read: pair the module with
+:class:`~kd_lightning.data.data_free.DataFreeDataModule`, whose training batches are step-count
+placeholders (this module ignores them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import nn
+
+from kd_lightning.distill import FeatureTaps, LossTerm, Outputs
+from kd_lightning.distill.data_free import DAFLGeneratorLoss
+from kd_lightning.errors import ConfigError
+from kd_lightning.modules.distillation import DistillationModule
+from kd_lightning.modules.speed import SpeedOptions
+
+log = logging.getLogger(__name__)
+
+
+class DataFreeDistillationModule(DistillationModule):
+    """DAFL: trains ``generator`` against the frozen ``teacher`` and ``net`` (the student) on generated images.
+
+    The teacher is held exactly as in :class:`DistillationModule` (frozen, eval mode, not a registered
+    submodule); the generator is a registered submodule (it is in the checkpoint) with its own optimizer
+    (``generator_optimizer``, a partial like ``optimizer``); ``scheduler`` applies to the student's.
+    Optimization is manual: per step one generator update, then ``student_steps`` student updates on the
+    same images (cheap: the student is small, generating is not). ``activation_layer`` is the teacher's
+    module whose output is DAFL's pre-classifier feature (``layers`` for :class:`~kd_lightning.models.MLP`).
+
+    Logged: ``train/loss`` and ``train/<term>`` (student), ``train/gen_loss`` and ``train/gen_<part>``
+    (generator), and per epoch ``train/acc`` — the student's agreement with the teacher's pseudo-labels on
+    generated images. ``val/*`` and ``test/*`` are on real images, as for every scheme.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        teacher: nn.Module | None,
+        terms: Mapping[str, LossTerm],
+        generator: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        generator_optimizer: Callable[..., torch.optim.Optimizer],
+        generator_loss: DAFLGeneratorLoss | None = None,
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        num_classes: int = 10,
+        speed: SpeedOptions | None = None,
+        batch_size: int = 128,
+        activation_layer: str = "layers",
+        student_steps: int = 1,
+    ):
+        speed = speed or SpeedOptions()
+        if speed.teacher_cache or speed.capture_step:
+            log.warning(
+                "data-free distillation ignores speed.teacher_cache and speed.capture_step: every image is new "
+                "(nothing to cache) and the step has two optimizers (nothing to capture as one graph)."
+            )
+            speed = dataclasses.replace(speed, teacher_cache=False, capture_step=False)
+        if batch_size < 2:
+            raise ConfigError(f"distill.batch_size must be >= 2 (the generator has BatchNorm), got {batch_size}")
+        if student_steps < 1:
+            raise ConfigError(f"distill.student_steps must be >= 1, got {student_steps}")
+        if not hasattr(generator, "latent_dim"):
+            raise ConfigError(f"the generator {type(generator).__name__} must have a `latent_dim` attribute")
+        super().__init__(net, teacher, terms, optimizer, scheduler, num_classes, speed)
+        self.automatic_optimization = False
+        self.generator = generator
+        self.generator_loss = generator_loss if generator_loss is not None else DAFLGeneratorLoss()
+        self.generator_optimizer_factory = generator_optimizer
+        self.batch_size, self.activation_layer, self.student_steps = batch_size, activation_layer, student_steps
+        # the teacher's taps: the terms' layers plus DAFL's pre-classifier features
+        self.teacher_taps = FeatureTaps(
+            teacher, [activation_layer, *(p for t in terms.values() for p in t.teacher_layers)], "teacher"
+        )
+        self.metric_names += ["train/gen_loss", *(f"train/gen_{name}" for name in self.generator_loss.names)]
+
+    def networks(self) -> list[nn.Module]:
+        return [self.net, self.teacher, self.generator]
+
+    def generate(self, n: int) -> torch.Tensor:
+        """``n`` images from the generator (in whatever mode it is)."""
+        z = torch.randn(n, self.generator.latent_dim, device=self.device)
+        return self.generator(z)
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        student_optimizer, generator_optimizer = self.optimizers()
+
+        # 1. the generator, on the teacher's response to its images (the teacher's weights stay frozen)
+        images = self.generate(self.batch_size)
+        teacher = self.teacher_taps(images)
+        generator_total, generator_parts = self.generator_loss(teacher.logits, teacher.features[self.activation_layer])
+        generator_optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(generator_total)
+        generator_optimizer.step()
+
+        # 2. the student, on the same images, detached: their teacher outputs are its targets
+        images = images.detach()
+        teacher = Outputs(teacher.logits.detach(), {k: v.detach() for k, v in teacher.features.items()})
+        pseudo_labels = teacher.logits.argmax(1)
+        for _ in range(self.student_steps):
+            student = self.student_taps(images)
+            values = [term(student, teacher, pseudo_labels) for term in self.terms.values()]
+            total = sum(term.weight * value for term, value in zip(self.terms.values(), values))
+            student_optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(total)
+            student_optimizer.step()
+
+        correct = (student.logits.detach().argmax(1) == pseudo_labels).sum()
+        count = torch.full_like(correct, pseudo_labels.shape[0])
+        logged = torch.stack([total, *values, generator_total, *generator_parts]).detach().float()
+        self._accumulate(torch.cat([logged, torch.stack([correct, count]).float()]),
+                         last=batch_idx + 1 >= self.trainer.num_training_batches)
+
+    def configure_optimizers(self):
+        generator_params = {id(p) for p in self.generator.parameters()}
+        student_params = [p for p in self.parameters() if p.requires_grad and id(p) not in generator_params]
+        student_optimizer = self.optimizer_factory(params=student_params)
+        generator_optimizer = self.generator_optimizer_factory(params=list(self.generator.parameters()))
+        if self.scheduler_factory is None:
+            return [student_optimizer, generator_optimizer]
+        return [student_optimizer, generator_optimizer], [self.scheduler_factory(optimizer=student_optimizer)]
