@@ -102,7 +102,8 @@ def main(cfg: DictConfig) -> float | None:
             raise
         log.error("%s", cause)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise cause from None  # Hydra records the failed job; the sweep's table lists it
+            # Hydra records the failed job (the sweep's table lists it) and reports it when the sweep ends
+            raise cause.with_traceback(None) from None
         sys.exit(1)
     return summary.get(cfg.optimized_metric)
 
