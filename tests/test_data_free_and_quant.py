@@ -15,7 +15,7 @@ from kd_lightning.data import SyntheticSource
 from kd_lightning.data.data_free import DataFreeDataModule, GeneratorSteps
 from kd_lightning.data.sources import Arrays
 from kd_lightning.distill import DAFLGeneratorLoss, SoftTargetKD
-from kd_lightning.distill.data_free import activation_loss, information_entropy_loss, one_hot_loss
+from kd_lightning.distill.data_free import activation_loss, information_entropy_loss, input_stats_loss, one_hot_loss
 from kd_lightning.models import MLP, LightNN
 from kd_lightning.models.generator import Generator, MLPGenerator
 from kd_lightning.models.quantizable import QuantizableNet, fusable_groups
@@ -53,21 +53,45 @@ def test_information_entropy_loss_is_minus_the_entropy_of_the_batch_mean(logits,
     assert information_entropy_loss(logits).item() == pytest.approx(expected, abs=1e-6)
 
 
+def test_input_stats_loss_is_zero_for_standardised_data_and_averages_channels():
+    images = torch.zeros(2, 2, 1, 1)
+    images[:, 0, 0, 0] = torch.tensor([0.0, 2.0])  # mean 1, std √2: 1 + (√2 - 1)²
+    images[:, 1, 0, 0] = torch.tensor([-1.0, 1.0])  # mean 0, std √2: (√2 - 1)²
+    expected = (1 + 2 * (math.sqrt(2) - 1) ** 2) / 2
+    assert input_stats_loss(images).item() == pytest.approx(expected, rel=1e-6)
+    standardised = torch.randn(64, 3, 8, 8)
+    standardised = standardised - standardised.mean((0, 2, 3), keepdim=True)
+    standardised = standardised / standardised.std((0, 2, 3), keepdim=True)
+    assert input_stats_loss(standardised).item() == pytest.approx(0.0, abs=1e-10)
+
+
 def test_dafl_generator_loss_is_the_weighted_sum_of_its_parts():
     logits, features = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 3.0]]), torch.tensor([[1.0, -2.0], [3.0, 0.0]])
-    total, parts = DAFLGeneratorLoss(one_hot=1.0, activation=0.1, entropy=5.0)(logits, features)
-    expected = [one_hot_loss(logits), -1.5, information_entropy_loss(logits)]
-    assert [p.item() for p in parts] == pytest.approx([float(e) for e in expected], rel=1e-6)
-    assert total.item() == pytest.approx(float(expected[0]) + 0.1 * -1.5 + 5.0 * float(expected[2]), rel=1e-6)
+    images = torch.tensor([0.0, 2.0]).view(2, 1, 1, 1)
+    loss = DAFLGeneratorLoss(one_hot=1.0, activation=0.1, entropy=5.0, input_stats=0.5)
+    total, parts = loss(logits, features, images)
+    expected = [float(one_hot_loss(logits)), -1.5, float(information_entropy_loss(logits)), 1 + (math.sqrt(2) - 1) ** 2]
+    assert [p.item() for p in parts] == pytest.approx(expected, rel=1e-6)
+    weighted = expected[0] + 0.1 * expected[1] + 5.0 * expected[2] + 0.5 * expected[3]
+    assert total.item() == pytest.approx(weighted, rel=1e-6)
 
 
 @pytest.mark.parametrize("generator", [Generator(16, 1, 28, width=8), MLPGenerator(16, 3, 32, hidden=[32])])
-def test_generators_make_standardised_images_of_the_datas_shape(generator):
+def test_dafl_generators_make_standardised_images_of_the_datas_shape(generator):
     images = generator(torch.randn(32, 16))
     channels, size = (1, 28) if isinstance(generator, Generator) else (3, 32)
     assert images.shape == (32, channels, size, size)
     assert images.mean((0, 2, 3)).abs().max() < 1e-4
     assert (images.var((0, 2, 3), unbiased=False) - 1).abs().max() < 0.01  # v / (v + eps)
+
+
+def test_pixel_generators_make_valid_images_normalised_like_the_data():
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    images = Generator(16, 3, 32, width=8, mean=mean, std=std)(torch.randn(8, 16))
+    pixels = images * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+    assert images.shape == (8, 3, 32, 32) and pixels.min() >= 0 and pixels.max() <= 1
+    with pytest.raises(ValueError, match="both mean and std"):
+        Generator(16, 1, 28, mean=[0.5])
 
 
 # ---------------------------------------------------------------- data-free training reads no training image
@@ -93,13 +117,14 @@ class PoisonedTrainSource:
 def data_free_module(teacher=None, **kw):
     teacher = teacher if teacher is not None else MLP(784, [32, 16], 10)
     return DataFreeDistillationModule(
-        MLP(784, [16], 10), teacher, {"kd": SoftTargetKD(1.0, 4.0)}, Generator(8, 1, 28, width=8), ADAM,
-        functools.partial(torch.optim.Adam, lr=0.01), batch_size=16, **kw,
+        MLP(784, [16], 10), teacher, {"kd": SoftTargetKD(1.0, 4.0)},
+        Generator(8, 1, 28, width=8, mean=[0.13], std=[0.31]), ADAM, functools.partial(torch.optim.Adam, lr=0.01),
+        DAFLGeneratorLoss(input_stats=1.0), batch_size=16, **kw,
     )
 
 
 def test_data_free_training_runs_without_a_training_split(tmp_path):
-    datamodule = DataFreeDataModule("mnist", PoisonedTrainSource(), 10, [0.1307], [0.3081], batch_size=16, steps_per_epoch=3)
+    datamodule = DataFreeDataModule("mnist", PoisonedTrainSource(), 10, [0.1307], [0.3081], steps_per_epoch=3)
     teacher = MLP(784, [32, 16], 10)
     teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
     module = data_free_module(teacher, student_steps=2)
@@ -131,7 +156,7 @@ def test_generator_loss_moves_the_generator_only_and_student_loss_the_student_on
     module = data_free_module()
     images = module.generate(16)
     teacher = module.teacher_taps(images)
-    total, _ = module.generator_loss(teacher.logits, teacher.features["layers"])
+    total, _ = module.generator_loss(teacher.logits, teacher.features["layers"], images)
     total.backward()
     assert all(p.grad is not None for p in module.generator.parameters())
     assert all(p.grad is None for p in module.net.parameters())
@@ -202,3 +227,13 @@ def test_new_experiments_compose_and_run_fast_dev_run(experiment, make_config, t
         assert 0.0 <= summary["test/acc_int8"] <= 1.0 and summary["test/agreement_int8"] >= 0.9
         int8 = torch.jit.load(str(tmp_path / "run" / "int8.pt"))
         assert int8(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_qat_run_resumes_from_its_fake_quant_checkpoint(make_config, teacher_state):
+    overrides = ["+experiment=cifar10_kd_int8", "trainer.limit_train_batches=2"]
+    cfg = make_config(*overrides)
+    cfg = make_config(*overrides, f"teacher.checkpoint={teacher_state(instantiate(cfg.teacher.net))}")
+    assert train(cfg)["epochs"] == 1
+    cfg.trainer.max_epochs = 2
+    second = train(cfg)
+    assert second["resumed_from"].endswith("last.ckpt") and second["epochs"] == 2 and "test/acc_int8" in second

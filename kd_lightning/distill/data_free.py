@@ -3,6 +3,13 @@
 DAFL (Chen et al., "Data-Free Learning of Student Networks", ICCV 2019) trains the generator so that the
 frozen teacher, shown its images, responds as it does to real data: confidently (one-hot loss), with
 strong features (activation loss), and spread over all classes (information-entropy loss).
+
+An optional prior (``input_stats``) adds what the input normalisation already knows about the data: the
+generated batch, in normalised space, should have mean 0 and standard deviation 1 per channel (as the
+real data has, by construction of ``data.mean``/``data.std``). With a generator whose output is valid
+pixels (``Generator(mean=..., std=...)``) this fixes the images' polarity and sparsity (MNIST: mostly dark
+background, few bright strokes) without looking at any image; it plays the role DeepInversion's (Yin et
+al., CVPR 2020) BatchNorm-statistics prior plays for teachers that have BatchNorm layers.
 """
 
 from __future__ import annotations
@@ -32,24 +39,36 @@ def information_entropy_loss(teacher_logits: torch.Tensor) -> torch.Tensor:
     return (mean_p * torch.log(mean_p.clamp_min(1e-12))).sum()
 
 
-class DAFLGeneratorLoss(nn.Module):
-    """``one_hot·L_oh + activation·L_a + entropy·L_ie`` on the teacher's outputs for generated images.
+def input_stats_loss(images: torch.Tensor) -> torch.Tensor:
+    """Per-channel ``mean² + (std - 1)²`` of a normalised batch (N, C, H, W), averaged over channels: 0 for data
+    with the statistics the normalisation assumes."""
+    x = images.float().transpose(0, 1).flatten(1)  # C, N·H·W
+    return (x.mean(1) ** 2 + (x.std(1) - 1) ** 2).mean()
 
-    Called with the teacher's logits and its pre-classifier features; returns the weighted total and the
-    unweighted ``[L_oh, L_a, L_ie]``. ``names`` are the parts' names for logging (``train/gen_<name>``).
-    The defaults are DAFL's MNIST weights (``activation=0.1``, ``entropy=5`` with its log10 entropy).
+
+class DAFLGeneratorLoss(nn.Module):
+    """``one_hot·L_oh + activation·L_a + entropy·L_ie + input_stats·L_stats`` for a batch of generated images.
+
+    Called with the teacher's logits and pre-classifier features for the images, and the images; returns
+    the weighted total and the unweighted ``[L_oh, L_a, L_ie, L_stats]``. ``names`` are the parts' names for
+    logging (``train/gen_<name>``). The defaults are DAFL's MNIST weights (``activation=0.1``,
+    ``entropy=5`` with its log10 entropy) and no input-statistics prior.
     """
 
-    names = ("one_hot", "activation", "entropy")
+    names = ("one_hot", "activation", "entropy", "input_stats")
 
-    def __init__(self, one_hot: float = 1.0, activation: float = 0.1, entropy: float = 5.0 / 2.302585):
+    def __init__(self, one_hot: float = 1.0, activation: float = 0.1, entropy: float = 5.0 / 2.302585,
+                 input_stats: float = 0.0):
         super().__init__()
-        self.weights = (one_hot, activation, entropy)
+        self.weights = (one_hot, activation, entropy, input_stats)
 
-    def forward(self, teacher_logits: torch.Tensor, teacher_features: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(
+        self, teacher_logits: torch.Tensor, teacher_features: torch.Tensor, images: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         parts = [
             one_hot_loss(teacher_logits),
             activation_loss(teacher_features),
             information_entropy_loss(teacher_logits),
+            input_stats_loss(images),
         ]
         return sum(w * part for w, part in zip(self.weights, parts)), parts

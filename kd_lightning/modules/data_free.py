@@ -5,7 +5,8 @@ generates images ``G(z)`` and
 
 1. updates the generator on DAFL's loss of the teacher's outputs for them (one-hot + α·activation +
    β·information entropy, :class:`~kd_lightning.distill.data_free.DAFLGeneratorLoss`), so the teacher
-   sees images it answers confidently, with strong features, and evenly over the classes;
+   sees images it answers confidently, with strong features, and evenly over the classes (optionally
+   plus a prior that the images have the statistics the input normalisation assumes);
 2. updates the student ``student_steps`` times on the weighted loss terms (e.g. soft-target KD) between
    its outputs and the teacher's for the same, detached images; labels given to the terms are the
    teacher's arg-max (pseudo-)labels.
@@ -103,7 +104,9 @@ class DataFreeDistillationModule(DistillationModule):
         # 1. the generator, on the teacher's response to its images (the teacher's weights stay frozen)
         images = self.generate(self.batch_size)
         teacher = self.teacher_taps(images)
-        generator_total, generator_parts = self.generator_loss(teacher.logits, teacher.features[self.activation_layer])
+        generator_total, generator_parts = self.generator_loss(
+            teacher.logits, teacher.features[self.activation_layer], images
+        )
         generator_optimizer.zero_grad(set_to_none=True)
         self.manual_backward(generator_total)
         generator_optimizer.step()

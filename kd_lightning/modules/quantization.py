@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as L
@@ -124,7 +125,9 @@ class QuantizationAwareTraining(L.Callback):
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(int8.state_dict(), path.with_name(f"{path.stem}_state_dict.pt"))
         try:
-            torch.jit.save(torch.jit.script(int8), str(path))
+            with warnings.catch_warnings():  # deprecated (torch.export) but still the way to ship an eager-mode
+                warnings.simplefilter("ignore", FutureWarning)  # int8 network that loads without its Python code
+                torch.jit.save(torch.jit.script(int8), str(path))
         except Exception as err:  # TorchScript is optional: the state dict is always written
             log.warning("QAT: could not save the int8 network as TorchScript (%s); its state dict is saved.", err)
         log.info("QAT: int8 network saved to %s", path)
