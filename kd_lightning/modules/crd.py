@@ -42,6 +42,4 @@ class CRDDistillationModule(DistillationModule):
             for term in self.terms.values()
         ]
         total = sum(term.weight * value for term, value in zip(self.terms.values(), values))
-        correct = (student.logits.argmax(1) == y).sum()
-        count = torch.full_like(correct, y.shape[0])
-        return total, torch.cat([torch.stack([total, *values]).detach().float(), torch.stack([correct, count]).float()])
+        return total, self.step_values([total, *values], student.logits, y)

@@ -123,11 +123,8 @@ class DataFreeDistillationModule(DistillationModule):
             self.manual_backward(total)
             student_optimizer.step()
 
-        correct = (student.logits.detach().argmax(1) == pseudo_labels).sum()
-        count = torch.full_like(correct, pseudo_labels.shape[0])
-        logged = torch.stack([total, *values, generator_total, *generator_parts]).detach().float()
-        self._accumulate(torch.cat([logged, torch.stack([correct, count]).float()]),
-                         last=batch_idx + 1 >= self.trainer.num_training_batches)
+        logged = self.step_values([total, *values, generator_total, *generator_parts], student.logits, pseudo_labels)
+        self._accumulate(logged, last=batch_idx + 1 >= self.trainer.num_training_batches)
 
     def configure_optimizers(self):
         generator_params = {id(p) for p in self.generator.parameters()}

@@ -82,9 +82,7 @@ class FitNetsModule(DistillationModule):
                 with torch.no_grad():  # logged, reaches no parameter
                     value = term(student, teacher, y)
             values.append(value)
-        correct = (student.logits.argmax(1) == y).sum()
-        count = torch.full_like(correct, y.shape[0])
-        return total, torch.cat([torch.stack([total, *values]).detach().float(), torch.stack([correct, count]).float()])
+        return total, self.step_values([total, *values], student.logits, y)
 
     def on_fit_start(self) -> None:
         super().on_fit_start()

@@ -91,9 +91,14 @@ class SupervisedModule(L.LightningModule):
         teacher = self.teacher_outputs(x, index)
         values = [term(student, teacher, y) for term in self.terms.values()]
         total = sum(term.weight * value for term, value in zip(self.terms.values(), values))
-        correct = (student.logits.argmax(1) == y).sum()
-        count = torch.full_like(correct, y.shape[0])
-        return total, torch.cat([torch.stack([total, *values]).detach().float(), torch.stack([correct, count]).float()])
+        return total, self.step_values([total, *values], student.logits, y)
+
+    @staticmethod
+    def step_values(losses: list[torch.Tensor], logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """A step's logged vector: ``losses`` (total first, then the metric_names' terms), correct, count."""
+        correct = (logits.detach().argmax(1) == target).sum()
+        count = torch.full_like(correct, target.shape[0])
+        return torch.cat([torch.stack(losses).detach().float(), torch.stack([correct, count]).float()])
 
     def _manual_step(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         loss, values = self.losses(x, y, index)
