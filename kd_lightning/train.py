@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from kd_lightning.errors import KDError
+from kd_lightning.report import EpochThroughput
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,7 @@ def train(cfg: DictConfig) -> dict:
         "epochs": trainer.current_epoch,
         "train_time_s": round(time.perf_counter() - start, 2),
         "val/acc": _metric(trainer.callback_metrics.get("val/acc")),
-        # the last epoch's training rate (EpochThroughput), free of start-up costs
-        "images_per_s": _metric(trainer.callback_metrics.get("time/images_per_s")),
+        "images_per_s": _metric(_steady_images_per_s(trainer)),
     }
     if trainer.interrupted:
         log.warning("Interrupted: run the same command again to resume from %s", last)
@@ -65,6 +65,12 @@ def train(cfg: DictConfig) -> dict:
         summary.update({key: _metric(value) for key, value in test_metrics.items()})
     _write_summary(output_dir, summary)
     return summary
+
+
+def _steady_images_per_s(trainer: L.Trainer) -> float | None:
+    """The training rate free of start-up costs, if an EpochThroughput callback measured it."""
+    throughput = next((c for c in trainer.callbacks if isinstance(c, EpochThroughput)), None)
+    return throughput.steady_images_per_s if throughput else None
 
 
 def _metric(value) -> float | None:

@@ -16,7 +16,10 @@ from kd_lightning.distill.crd import nce_loss
 from kd_lightning.errors import ConfigError, MissingTeacherError
 from kd_lightning.models import DeepNN, LightNN
 from kd_lightning.modules import (
-    CRDDistillationModule, DistillationModule, FitNetsModule, MultiTeacherDistillationModule, SpeedOptions,
+    DistillationModule,
+    FitNetsModule,
+    MultiTeacherDistillationModule,
+    SpeedOptions,
 )
 
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
@@ -320,7 +323,7 @@ def test_nce_loss_formula():
 
 def crd_module(nce_k=64):
     crd = CRD("classifier.1", "classifier.1", student_dim=256, teacher_dim=512, nce_k=nce_k)
-    return CRDDistillationModule(seeded(LightNN, 2), seeded(DeepNN, 1), {"ce": CrossEntropy(), "crd": crd}, ADAM)
+    return DistillationModule(seeded(LightNN, 2), seeded(DeepNN, 1), {"ce": CrossEntropy(), "crd": crd}, ADAM)
 
 
 def test_crd_gradients_reach_the_student_and_both_heads_only(tmp_path):
@@ -359,10 +362,13 @@ def test_crd_bank_is_sized_at_fit_start_checkpointed_and_resumed(tmp_path):
         resumed.terms["crd"].allocate(40, "cpu")
 
 
-def test_crd_without_the_indexed_module_is_a_clear_error():
+def test_crd_called_without_indices_or_an_allocated_bank_is_a_clear_error():
     crd = CRD("classifier.1", "classifier.1", student_dim=256, teacher_dim=512, nce_k=8)
     module = DistillationModule(LightNN(), DeepNN(), {"crd": crd}, ADAM)
-    with pytest.raises(ConfigError, match="CRDDistillationModule"):
+    student, teacher = module.student_taps(batch()[0]), module.teacher_taps(batch()[0])
+    with pytest.raises(ConfigError, match="needs the batch's sample indices"):
+        crd(student, teacher, batch()[1])
+    with pytest.raises(ConfigError, match="memory bank is empty"):
         module.losses(*batch())
 
 
@@ -411,5 +417,5 @@ def test_fitnets_experiment_is_the_two_stage_scheme(make_config, teacher_state):
 def test_crd_experiment_uses_the_papers_settings(make_config):
     cfg = make_config("+experiment=cifar10_crd")
     crd = cfg.distill.terms.crd
-    assert cfg.run_name == "cifar10_crd" and cfg.distill._target_.endswith("CRDDistillationModule")
+    assert cfg.run_name == "cifar10_crd" and cfg.distill._target_.endswith(".DistillationModule")
     assert (crd.feat_dim, crd.nce_k, crd.nce_t, crd.nce_mom, crd.weight) == (128, 16384, 0.07, 0.5, 0.8)

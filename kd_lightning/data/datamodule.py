@@ -34,7 +34,8 @@ class ClassificationDataModule(L.LightningDataModule):
 
     The validation set is a seeded random ``val_size`` images of the official training set; the test set
     is the official one. Images stay uint8 until the batch is on the training device, where
-    :class:`BatchTransform` normalises (and augments training batches). ``resident=True`` keeps each split
+    :class:`BatchTransform` normalises (and augments training batches), or, for a module whose
+    ``transforms_train_batches`` is true, its training step does. ``resident=True`` keeps each split
     on the training device and slices batches there (:class:`ResidentBatches`) instead of a DataLoader.
     """
 
@@ -135,4 +136,6 @@ class ClassificationDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels, index = batch
         training = self.trainer is not None and self.trainer.training
+        if training and getattr(self.trainer.lightning_module, "transforms_train_batches", False):
+            return batch  # the module's training step applies self.transform (inside its CUDA graph)
         return self.transform(images, train=training), labels, index

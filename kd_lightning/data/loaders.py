@@ -66,4 +66,5 @@ class ResidentBatches:
         order = self.shard_indices()
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start : start + self.batch_size]
-            yield self.images[index], self.labels[index], index
+            # index_select: a fraction of advanced indexing's per-call overhead, which the fast path pays each step
+            yield self.images.index_select(0, index), self.labels.index_select(0, index), index

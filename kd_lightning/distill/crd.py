@@ -1,10 +1,8 @@
 """Contrastive representation distillation (Tian, Krishnan & Isola, ICLR 2020), as in the official RepDistiller code.
 
-CRD needs each training sample's index (its row in the memory bank). Terms do not get it through the
-usual call ``term(student, teacher, target)``; a term that sets ``uses_index = True`` is instead called as
-``term(student, teacher, target, index=index)`` by :class:`~kd_lightning.modules.CRDDistillationModule`,
-which also sizes its memory bank (:meth:`allocate`) from ``trainer.datamodule.num_train_samples`` when
-fitting starts.
+CRD needs each training sample's index (its row in the memory bank): it sets ``uses_index = True``, so the
+training module calls it as ``term(student, teacher, target, index=index)`` and sizes its memory bank
+(:meth:`allocate`) from ``trainer.datamodule.num_train_samples`` when fitting starts.
 """
 
 from __future__ import annotations
@@ -136,12 +134,12 @@ class CRD(FeatureTerm):
     ) -> torch.Tensor:
         if index is None:
             raise ConfigError(
-                "CRD needs the batch's sample indices: train it with kd_lightning.modules.CRDDistillationModule "
-                "(distill=crd), which passes them"
+                "CRD needs the batch's sample indices: call it as term(student, teacher, target, index=index) "
+                "(kd_lightning's training modules do, from the batch's third element)"
             )
         n = self.num_samples
         if n == 0:
-            raise ConfigError("CRD's memory bank is empty: CRDDistillationModule allocates it when fitting starts")
+            raise ConfigError("CRD's memory bank is empty: the training module allocates it when fitting starts")
         s = student.features[self.student_layer].flatten(1).float()
         t = teacher.features[self.teacher_layer].flatten(1).float()
         if s.shape[1] != self.student_dim or t.shape[1] != self.teacher_dim:

@@ -18,9 +18,15 @@ from kd_lightning.errors import ConfigError, FeatureShapeError
 
 
 class LossTerm(nn.Module):
-    """Base class: ``weight`` and the layers read; ``uses_teacher=False`` terms work without a teacher."""
+    """Base class: ``weight`` and the layers read; ``uses_teacher=False`` terms work without a teacher.
+
+    A term with ``uses_index = True`` is called as ``term(student, teacher, target, index=index)``, with each
+    sample's position in the training split; if it has ``allocate(num_samples, device)``, the training module
+    calls it when fitting starts to size its per-sample state (e.g. CRD's memory bank).
+    """
 
     uses_teacher = True
+    uses_index = False
 
     def __init__(self, weight: float = 1.0):
         super().__init__()

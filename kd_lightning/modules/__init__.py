@@ -1,6 +1,5 @@
 """One LightningModule per training scheme."""
 
-from kd_lightning.modules.crd import CRDDistillationModule
 from kd_lightning.modules.data_free import DataFreeDistillationModule
 from kd_lightning.modules.distillation import DistillationModule
 from kd_lightning.modules.fitnets import FitNetsModule
@@ -17,7 +16,6 @@ __all__ = [
     "CapturedStep",
     "SpeedOptions",
     "DistillationModule",
-    "CRDDistillationModule",
     "FitNetsModule",
     "MultiTeacherDistillationModule",
     "SupervisedModule",

@@ -29,7 +29,7 @@ from kd_lightning.distill import FeatureTaps, LossTerm, Outputs
 from kd_lightning.distill.data_free import DAFLGeneratorLoss
 from kd_lightning.errors import ConfigError
 from kd_lightning.modules.distillation import DistillationModule
-from kd_lightning.modules.speed import SpeedOptions
+from kd_lightning.modules.speed import SpeedOptions, stored_signature
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ class DataFreeDistillationModule(DistillationModule):
         z = torch.randn(n, self.generator.latent_dim, device=self.device)
         return self.generator(z)
 
+    @stored_signature
     def training_step(self, batch, batch_idx: int) -> None:
         student_optimizer, generator_optimizer = self.optimizers()
 
@@ -124,7 +125,8 @@ class DataFreeDistillationModule(DistillationModule):
             student_optimizer.step()
 
         logged = self.step_values([total, *values, generator_total, *generator_parts], student.logits, pseudo_labels)
-        self._accumulate(logged, last=batch_idx + 1 >= self.trainer.num_training_batches)
+        self._record(logged)
+        self._count_step(last=batch_idx + 1 >= self.trainer.num_training_batches)
 
     def configure_optimizers(self):
         generator_params = {id(p) for p in self.generator.parameters()}

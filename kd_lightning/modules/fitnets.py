@@ -76,11 +76,11 @@ class FitNetsModule(DistillationModule):
         values, total = [], None
         for name, term in self.terms.items():
             if (name == self.hint_term) == hint_stage:
-                value = term(student, teacher, y)
+                value = self.term_value(term, student, teacher, y, index)
                 total = term.weight * value if total is None else total + term.weight * value
             else:
                 with torch.no_grad():  # logged, reaches no parameter
-                    value = term(student, teacher, y)
+                    value = self.term_value(term, student, teacher, y, index)
             values.append(value)
         return total, self.step_values([total, *values], student.logits, y)
 

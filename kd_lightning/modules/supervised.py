@@ -16,7 +16,13 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from kd_lightning.distill import CrossEntropy, FeatureTaps, LossTerm, Outputs
 from kd_lightning.errors import ConfigError, NonFiniteLossError
-from kd_lightning.modules.speed import CapturedStep, SpeedOptions, capture_unavailable_reason
+from kd_lightning.modules.speed import (
+    CapturedStep,
+    SpeedOptions,
+    capture_unavailable_reason,
+    stored_signature,
+    use_matmul_bias_grad,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +31,9 @@ class SupervisedModule(L.LightningModule):
     """Trains ``net`` on a weighted sum of loss terms that need no teacher (by default plain cross-entropy).
 
     Each step yields one device vector ``[loss, term_1, ..., correct, count]``; it is summed on the device
-    and written to the loggers every ``trainer.log_every_n_steps`` steps (one sync per window) as
-    ``train/loss`` and ``train/<term>``, and per epoch as ``train/acc``. A non-finite loss stops training
+    (inside the captured graph on the fast path) and written to the loggers every
+    ``trainer.log_every_n_steps`` steps (one sync per window) as ``train/loss`` and ``train/<term>``, and
+    per epoch as ``train/acc``. A non-finite loss stops training
     with :class:`NonFiniteLossError` before the next checkpoint.
     """
 
@@ -59,10 +66,17 @@ class SupervisedModule(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.metric_names = ["train/loss", *(f"train/{name}" for name in terms)]
-        self._window_sum: torch.Tensor | None = None
+        self._window_sum: torch.Tensor | None = None  # the steps' logged vectors summed since the last write
         self._window_steps = 0
         self._epoch_sum: torch.Tensor | None = None
         self._captured_steps: dict[str, CapturedStep] = {}
+
+    def __setattr__(self, name: str, value) -> None:
+        # Lightning relabels the running hook ~20 times a step: spare that nn.Module's parameter/submodule checks
+        if name == "_current_fx_name":
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -72,11 +86,29 @@ class SupervisedModule(L.LightningModule):
         return [self.net]
 
     def on_fit_start(self) -> None:
+        self._captured_steps.clear()  # graphs of an earlier fit point at memory Lightning's teardown released
+        self._window_sum, self._window_steps, self._epoch_sum = None, 0, None
         for net in self.networks():
+            if self.speed.matmul_bias_grad:
+                use_matmul_bias_grad(net)
             if self.speed.channels_last:
                 net.to(memory_format=torch.channels_last)
             if self.speed.compile:
                 net.compile()
+        self._allocate_per_sample_state()
+
+    def _allocate_per_sample_state(self) -> None:
+        terms = [term for term in self.terms.values() if term.uses_index and hasattr(term, "allocate")]
+        if not terms:
+            return
+        num_samples = getattr(self.trainer.datamodule, "num_train_samples", None)
+        if num_samples is None:
+            raise ConfigError(
+                f"{[type(t).__name__ for t in terms]} keep state per training sample: fit with a datamodule "
+                f"that has num_train_samples (kd_lightning.data.ClassificationDataModule)"
+            )
+        for term in terms:
+            term.allocate(num_samples, self.device)
 
     def teacher_outputs(self, x: torch.Tensor, index: torch.Tensor) -> Outputs | None:
         return None
@@ -89,9 +121,15 @@ class SupervisedModule(L.LightningModule):
         """``(weighted total, detached [total, term_1, ..., correct, count])`` for one batch."""
         student = self.student_taps(x)
         teacher = self.teacher_outputs(x, index)
-        values = [term(student, teacher, y) for term in self.terms.values()]
+        values = [self.term_value(term, student, teacher, y, index) for term in self.terms.values()]
         total = sum(term.weight * value for term, value in zip(self.terms.values(), values))
         return total, self.step_values([total, *values], student.logits, y)
+
+    @staticmethod
+    def term_value(term: LossTerm, student: Outputs, teacher: Outputs | None, target: torch.Tensor,
+                   index: torch.Tensor) -> torch.Tensor:
+        """One term's unweighted value; a term with ``uses_index`` also gets the batch's sample indices."""
+        return term(student, teacher, target, index=index) if term.uses_index else term(student, teacher, target)
 
     @staticmethod
     def step_values(losses: list[torch.Tensor], logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -100,22 +138,33 @@ class SupervisedModule(L.LightningModule):
         count = torch.full_like(correct, target.shape[0])
         return torch.cat([torch.stack(losses).detach().float(), torch.stack([correct, count]).float()])
 
-    def _manual_step(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    @property
+    def transforms_train_batches(self) -> bool:
+        """Whether the captured training step applies the datamodule's ``transform`` to training batches
+        itself (two launches fewer per step); the datamodule then hands them over as loaded."""
+        return self.speed.capture_step and hasattr(self.trainer.datamodule, "transform")
+
+    def _manual_step(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> None:
+        if self.transforms_train_batches:
+            x = self.trainer.datamodule.transform(x, train=True)
         loss, values = self.losses(x, y, index)
         loss.backward()
         self.optimizers().optimizer.step()
-        return values
+        self._record(values)
 
+    @stored_signature
     def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         x, y, index = batch
         if self.automatic_optimization:
             loss, values = self.losses(x, y, index)
+            self._record(values)
         else:
-            loss, values = None, self._captured_step()(x, y, index)
+            loss = None
+            self._captured_step()(x, y, index)
             lightning_optimizer = self.optimizers()
             lightning_optimizer._on_before_step()  # Lightning's step counting, as LightningOptimizer.step does
             lightning_optimizer._on_after_step()
-        self._accumulate(values, last=batch_idx + 1 >= self.trainer.num_training_batches)
+        self._count_step(last=batch_idx + 1 >= self.trainer.num_training_batches)
         return loss
 
     def _capture_unavailable_reason(self) -> str | None:
@@ -138,13 +187,21 @@ class SupervisedModule(L.LightningModule):
             self._captured_steps[key] = CapturedStep(step, self.optimizers().optimizer, enabled=reason is None)
         return self._captured_steps[key]
 
-    def _accumulate(self, values: torch.Tensor, last: bool) -> None:
-        self._window_sum = values.clone() if self._window_sum is None else self._window_sum.add_(values)
+    def _record(self, values: torch.Tensor) -> None:
+        """Adds a step's logged vector to the window's sum, in place (it may run inside a captured graph)."""
+        if self._window_sum is None:
+            self._window_sum = torch.zeros_like(values)
+        self._window_sum.add_(values)
+
+    def _count_step(self, last: bool) -> None:
+        """Ends a step; every ``log_every_n_steps`` steps, and at an epoch's end, writes the window's means."""
         self._window_steps += 1
         if last or self._window_steps >= self.trainer.log_every_n_steps:
-            self._epoch_sum = self._window_sum if self._epoch_sum is None else self._epoch_sum + self._window_sum
-            means = (self._window_sum[: len(self.metric_names)] / self._window_steps).tolist()
-            self._window_sum, self._window_steps = None, 0
+            window = self._window_sum
+            self._epoch_sum = window.clone() if self._epoch_sum is None else self._epoch_sum.add_(window)
+            means = (window[: len(self.metric_names)] / self._window_steps).tolist()
+            window.zero_()
+            self._window_steps = 0
             metrics = dict(zip(self.metric_names, means))
             bad = {name: value for name, value in metrics.items() if not math.isfinite(value)}
             if bad:

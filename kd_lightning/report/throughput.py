@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import lightning.pytorch as L
@@ -12,13 +13,23 @@ class EpochThroughput(L.Callback):
     """Logs each epoch's training time and rate as ``time/epoch_s`` and ``time/images_per_s``.
 
     The clock runs from the epoch's first batch to its last (validation excluded) and costs one device
-    sync at each end, not one per step.
+    sync at each end, not one per step. :attr:`steady_images_per_s` summarises a fit's rates.
     """
 
     def __init__(self):
         self.start = 0.0
         self.images = 0
         self.seconds: float | None = None
+        self.rates: list[float] = []
+
+    @property
+    def steady_images_per_s(self) -> float | None:
+        """The median rate of this fit's epochs after its first (warm-up, graph capture, cache filling)."""
+        rates = self.rates[1:] or self.rates
+        return statistics.median(rates) if rates else None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.rates = []
 
     @staticmethod
     def _now(device: torch.device) -> float:
@@ -37,4 +48,5 @@ class EpochThroughput(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.seconds:
-            pl_module.log_dict({"time/epoch_s": self.seconds, "time/images_per_s": self.images / self.seconds})
+            self.rates.append(self.images / self.seconds)
+            pl_module.log_dict({"time/epoch_s": self.seconds, "time/images_per_s": self.rates[-1]})
