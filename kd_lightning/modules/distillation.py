@@ -60,6 +60,11 @@ class DistillationModule(SupervisedModule):
                     "speed.teacher_cache is off: training batches are augmented, so a sample's input differs "
                     "every epoch and cached teacher outputs would belong to another view. The teacher runs live."
                 )
+            elif self.trainer.world_size > 1:
+                log.warning(
+                    "speed.teacher_cache is off under DDP: each rank sees another random shard every epoch, so "
+                    "its cache would take many epochs to cover the split. The teacher runs live."
+                )
             else:
                 self.cache = TeacherCache(datamodule.num_train_samples, self.device)
 

@@ -148,7 +148,10 @@ class SupervisedModule(L.LightningModule):
         if self.transforms_train_batches:
             x = self.trainer.datamodule.transform(x, train=True)
         loss, values = self.losses(x, y, index)
-        loss.backward()
+        if self.trainer.world_size > 1:
+            self.manual_backward(loss)  # under DDP (never captured) only Lightning's backward syncs gradients
+        else:
+            loss.backward()
         self.optimizers().optimizer.step()
         self._record(values)
 
