@@ -29,9 +29,9 @@ def data(**kw):
 
 def fit(module, datamodule, tmp_path, epochs=1, **kw):
     L.seed_everything(0)
-    kw = {"logger": False, **kw}
+    kw = {"logger": False, "limit_val_batches": 0, **kw}
     trainer = L.Trainer(default_root_dir=tmp_path, accelerator="cpu", max_epochs=epochs, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False, limit_val_batches=0, **kw)
+                        enable_model_summary=False, enable_checkpointing=False, **kw)
     trainer.fit(module, datamodule=datamodule)
     return trainer
 
@@ -214,3 +214,10 @@ def test_under_ddp_the_fast_step_keeps_the_ranks_in_sync_without_a_teacher_cache
     assert all(torch.equal(a, b) for a, b in zip(rank0, rank1))  # each rank saw its own shard: only synced grads agree
     assert not all(torch.equal(a, b) for a, b in zip(rank0, start))
     assert not cached0 and not cached1
+
+
+@pytest.mark.parametrize("capture", [False, True])
+def test_bf16_true_gets_bf16_batches_for_training_and_validation(tmp_path, capture):
+    module = SupervisedModule(LightNN(), ADAM, speed=SpeedOptions(capture_step=capture))
+    trainer = fit(module, data(), tmp_path, precision="bf16-true", limit_train_batches=2, limit_val_batches=1)
+    assert trainer.global_step == 2 and next(module.net.parameters()).dtype == torch.bfloat16

@@ -138,4 +138,7 @@ class ClassificationDataModule(L.LightningDataModule):
         training = self.trainer is not None and self.trainer.training
         if training and getattr(self.trainer.lightning_module, "transforms_train_batches", False):
             return batch  # the module's training step applies self.transform (inside its CUDA graph)
-        return self.transform(images, train=training), labels, index
+        images = self.transform(images, train=training)
+        if self.trainer is not None:  # Lightning casts batches for its precision (bf16-true) while ours are uint8
+            images = self.trainer.precision_plugin.convert_input(images)
+        return images, labels, index

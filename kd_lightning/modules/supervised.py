@@ -145,8 +145,8 @@ class SupervisedModule(L.LightningModule):
         return self.speed.capture_step and hasattr(self.trainer.datamodule, "transform")
 
     def _manual_step(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> None:
-        if self.transforms_train_batches:
-            x = self.trainer.datamodule.transform(x, train=True)
+        if self.transforms_train_batches:  # what Lightning would have done to the batch: transform, then cast
+            x = self.trainer.precision_plugin.convert_input(self.trainer.datamodule.transform(x, train=True))
         loss, values = self.losses(x, y, index)
         if self.trainer.world_size > 1:
             self.manual_backward(loss)  # under DDP (never captured) only Lightning's backward syncs gradients
