@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from kd_lightning.models import MLP, DeepNN, LightNN
+from kd_lightning.report.throughput import median_after_first
 from kd_lightning.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,8 +124,7 @@ def run_reference(setup: dict, arrays, epochs: int, device) -> dict:
         train_phase = functools.partial(tutorial_loop, phase, teacher, student, loader, epochs, device)
         (seconds, epoch_seconds), peak = timed(train_phase, device)
         n = len(arrays["y_train"])
-        steady_epoch = statistics.median(epoch_seconds[1:] or epoch_seconds)
-        results[phase] = phase_result(seconds, n * epochs, peak, steady=n / steady_epoch)
+        results[phase] = phase_result(seconds, n * epochs, peak, steady=n / median_after_first(epoch_seconds))
     return results
 
 

@@ -34,8 +34,8 @@ class ClassificationDataModule(L.LightningDataModule):
 
     The validation set is a seeded random ``val_size`` images of the official training set; the test set
     is the official one. Images stay uint8 until the batch is on the training device, where
-    :class:`BatchTransform` normalises (and augments training batches), or, for a module whose
-    ``transforms_train_batches`` is true, its training step does. ``resident=True`` keeps each split
+    :meth:`prepare_images` normalises (and augments training batches), or, for a module whose
+    ``transforms_train_batches`` is true, its training step calls it. ``resident=True`` keeps each split
     on the training device and slices batches there (:class:`ResidentBatches`) instead of a DataLoader.
     """
 
@@ -133,12 +133,15 @@ class ClassificationDataModule(L.LightningDataModule):
     def test_dataloader(self):
         return self._loader("test")
 
+    def prepare_images(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        """A uint8 batch on the training device → the network's input: :class:`BatchTransform`, then the cast
+        Lightning's precision (bf16-true) gives batches, which it could not while they were uint8."""
+        images = self.transform(images, train=train)
+        return self.trainer.precision_plugin.convert_input(images) if self.trainer is not None else images
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels, index = batch
         training = self.trainer is not None and self.trainer.training
         if training and getattr(self.trainer.lightning_module, "transforms_train_batches", False):
-            return batch  # the module's training step applies self.transform (inside its CUDA graph)
-        images = self.transform(images, train=training)
-        if self.trainer is not None:  # Lightning casts batches for its precision (bf16-true) while ours are uint8
-            images = self.trainer.precision_plugin.convert_input(images)
-        return images, labels, index
+            return batch  # the module's training step calls prepare_images (inside its CUDA graph)
+        return self.prepare_images(images, train=training), labels, index

@@ -59,8 +59,8 @@ class TorchvisionSource:
         self.name, self.root, self.download = name, Path(root), download
 
     def prepare(self) -> None:
-        """Download once (Lightning calls this on one process before ``setup``)."""
-        _torchvision_datasets(self.name, self.root, self.download)
+        """Download once (Lightning calls this on one process before ``setup``); the decoded arrays stay cached."""
+        self.load()
 
     def load(self) -> Arrays:
         return _load_torchvision(self.name, self.root.resolve(), self.download)

@@ -1,13 +1,13 @@
 """How knowledge moves: feature taps, loss terms with their adapters, frozen teachers."""
 
-from kd_lightning.distill.feature import PKT, AttentionTransfer
-from kd_lightning.distill.relation import FSP, RKD, SimilarityPreserving
-from kd_lightning.distill.response import DIST, DKD, StandardizedKD
-from kd_lightning.distill.self_distillation import ExitHead, TfKDVirtualTeacher
 from kd_lightning.distill.cache import TeacherCache
 from kd_lightning.distill.crd import CRD
 from kd_lightning.distill.data_free import DAFLGeneratorLoss
 from kd_lightning.distill.ensemble import TeacherEnsemble, load_teachers
+from kd_lightning.distill.feature import PKT, AttentionTransfer
+from kd_lightning.distill.relation import FSP, RKD, SimilarityPreserving
+from kd_lightning.distill.response import DIST, DKD, StandardizedKD
+from kd_lightning.distill.self_distillation import ExitHead, TfKDVirtualTeacher
 from kd_lightning.distill.taps import FeatureTaps, Outputs
 from kd_lightning.distill.teacher import load_teacher
 from kd_lightning.distill.terms import (

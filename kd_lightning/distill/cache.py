@@ -41,4 +41,4 @@ class TeacherCache:
         return self.complete
 
     def lookup(self, index: torch.Tensor) -> Outputs:
-        return Outputs(self.logits[index], {path: f[index] for path, f in self.features.items()})
+        return Outputs(self.logits.index_select(0, index), {p: f.index_select(0, index) for p, f in self.features.items()})

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kd_lightning.distill.feature import full_precision
 from kd_lightning.distill.taps import Outputs
 from kd_lightning.distill.terms import FeatureTerm
 from kd_lightning.errors import ConfigError, FeatureShapeError
@@ -148,7 +149,7 @@ class CRD(FeatureTerm):
                 f"{tuple(t.shape)} (layer {self.teacher_layer!r}) do not have student_dim={self.student_dim} and "
                 f"teacher_dim={self.teacher_dim} features per sample"
             )
-        with torch.autocast(s.device.type, enabled=False):
+        with full_precision(s):
             v_s, v_t = self.embed_s(s), self.embed_t(t)
             negatives = torch.randint(0, n, (index.shape[0], self.nce_k), device=index.device)
             contrast_index = torch.cat([index.view(-1, 1), negatives], dim=1)

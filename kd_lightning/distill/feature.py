@@ -26,6 +26,15 @@ def pool_to_common_size(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor,
     return a, b
 
 
+def flat_pair(term: FeatureTerm, student: Outputs, teacher: Outputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """The term's student and teacher features, flattened per sample to float32 (same batch size)."""
+    s = torch.flatten(student.features[term.student_layer].float(), 1)
+    t = torch.flatten(teacher.features[term.teacher_layer].float(), 1)
+    if s.shape[0] != t.shape[0]:
+        raise shape_error(term, s, t, "flattened features", "batch sizes differ")
+    return s, t
+
+
 def full_precision(x: torch.Tensor):
     """Autocast off: Gram matrices, kernels and distances stay float32 under bf16/fp16 autocast."""
     return torch.autocast(x.device.type, enabled=False)
@@ -79,10 +88,7 @@ class PKT(FeatureTerm):
         return k / k.sum(1, keepdim=True)
 
     def forward(self, student: Outputs, teacher: Outputs, target: torch.Tensor) -> torch.Tensor:
-        s = torch.flatten(student.features[self.student_layer].float(), 1)
-        t = torch.flatten(teacher.features[self.teacher_layer].float(), 1)
-        if s.shape[0] != t.shape[0]:
-            raise shape_error(self, s, t, "flattened features", "batch sizes differ")
+        s, t = flat_pair(self, student, teacher)
         with full_precision(s):
             p_s, p_t = self.probabilities(s), self.probabilities(t)
             return (p_t * torch.log((p_t + self.eps) / (p_s + self.eps))).mean()

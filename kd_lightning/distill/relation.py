@@ -8,18 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kd_lightning.distill.feature import full_precision, pool_to_common_size, shape_error
+from kd_lightning.distill.feature import flat_pair, full_precision, pool_to_common_size
 from kd_lightning.distill.taps import Outputs
 from kd_lightning.distill.terms import FeatureTerm, LossTerm
 from kd_lightning.errors import ConfigError, FeatureShapeError
-
-
-def _flat_pair(term: FeatureTerm, student: Outputs, teacher: Outputs) -> tuple[torch.Tensor, torch.Tensor]:
-    s = torch.flatten(student.features[term.student_layer].float(), 1)
-    t = torch.flatten(teacher.features[term.teacher_layer].float(), 1)
-    if s.shape[0] != t.shape[0]:
-        raise shape_error(term, s, t, "flattened features", "batch sizes differ")
-    return s, t
 
 
 class SimilarityPreserving(FeatureTerm):
@@ -34,7 +26,7 @@ class SimilarityPreserving(FeatureTerm):
         return F.normalize(f @ f.t(), dim=1)
 
     def forward(self, student: Outputs, teacher: Outputs, target: torch.Tensor) -> torch.Tensor:
-        s, t = _flat_pair(self, student, teacher)
+        s, t = flat_pair(self, student, teacher)
         with full_precision(s):
             return (self.gram(s) - self.gram(t)).pow(2).sum() / s.shape[0] ** 2
 
@@ -71,7 +63,7 @@ class RKD(FeatureTerm):
         self.distance_weight, self.angle_weight = distance_weight, angle_weight
 
     def forward(self, student: Outputs, teacher: Outputs, target: torch.Tensor) -> torch.Tensor:
-        s, t = _flat_pair(self, student, teacher)
+        s, t = flat_pair(self, student, teacher)
         b = s.shape[0]
         if b < 2:
             return s.sum() * 0.0

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from kd_lightning.distill.taps import Outputs
-from kd_lightning.distill.terms import LossTerm
+from kd_lightning.distill.terms import LossTerm, soft_target_kl
 from kd_lightning.errors import ConfigError, FeatureShapeError
 
 
@@ -133,6 +133,4 @@ class StandardizedKD(LossTerm):
 
     def forward(self, student: Outputs, teacher: Outputs, target: torch.Tensor) -> torch.Tensor:
         s, t = _logits(self, student, teacher)
-        log_p_s = F.log_softmax(self.standardize(s) / self.temperature, dim=1)
-        log_p_t = F.log_softmax(self.standardize(t) / self.temperature, dim=1)
-        return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * self.temperature**2
+        return soft_target_kl(self.standardize(s), self.standardize(t), self.temperature)

@@ -20,11 +20,15 @@ class Outputs:
 
 
 class FeatureTaps:
-    """Calls ``net`` and returns :class:`Outputs` with the outputs of the submodules at ``paths``."""
+    """Calls ``net`` and returns :class:`Outputs` with the outputs of the submodules at ``paths``.
+
+    The hooks record only during such a call: other forwards of ``net`` (validation, another scheme's taps)
+    leave nothing behind, and no output is held after the call returns.
+    """
 
     def __init__(self, net: nn.Module, paths: Iterable[str], role: str = "network"):
         self.net = net
-        self._recorded: dict[str, torch.Tensor] = {}
+        self._recorded: dict[str, torch.Tensor] | None = None
         modules = dict(net.named_modules())
         self.paths = tuple(dict.fromkeys(paths))
         for path in self.paths:
@@ -37,11 +41,14 @@ class FeatureTaps:
 
     def _hook(self, path: str):
         def record(module, inputs, output):
-            self._recorded[path] = output
+            if self._recorded is not None:
+                self._recorded[path] = output
 
         return record
 
     def __call__(self, x: torch.Tensor) -> Outputs:
         self._recorded = {}
-        logits = self.net(x)
-        return Outputs(logits, self._recorded)
+        try:
+            return Outputs(self.net(x), self._recorded)
+        finally:
+            self._recorded = None

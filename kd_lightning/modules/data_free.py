@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from kd_lightning.distill import FeatureTaps, LossTerm, Outputs
+from kd_lightning.distill import LossTerm, Outputs
 from kd_lightning.distill.data_free import DAFLGeneratorLoss
 from kd_lightning.errors import ConfigError
 from kd_lightning.modules.distillation import DistillationModule
@@ -78,16 +78,18 @@ class DataFreeDistillationModule(DistillationModule):
             raise ConfigError(f"distill.student_steps must be >= 1, got {student_steps}")
         if not hasattr(generator, "latent_dim"):
             raise ConfigError(f"the generator {type(generator).__name__} must have a `latent_dim` attribute")
-        super().__init__(net, teacher, terms, optimizer, scheduler, num_classes, speed)
+        indexed = [name for name, term in terms.items() if term.uses_index]
+        if indexed:
+            raise ConfigError(f"terms {indexed} need training-sample indices, which data-free distillation has none of")
+        # the teacher's taps: the terms' layers plus DAFL's pre-classifier features
+        super().__init__(
+            net, teacher, terms, optimizer, scheduler, num_classes, speed, extra_teacher_layers=[activation_layer]
+        )
         self.automatic_optimization = False
         self.generator = generator
         self.generator_loss = generator_loss if generator_loss is not None else DAFLGeneratorLoss()
         self.generator_optimizer_factory = generator_optimizer
         self.batch_size, self.activation_layer, self.student_steps = batch_size, activation_layer, student_steps
-        # the teacher's taps: the terms' layers plus DAFL's pre-classifier features
-        self.teacher_taps = FeatureTaps(
-            teacher, [activation_layer, *(p for t in terms.values() for p in t.teacher_layers)], "teacher"
-        )
         self.metric_names += ["train/gen_loss", *(f"train/gen_{name}" for name in self.generator_loss.names)]
 
     def networks(self) -> list[nn.Module]:
@@ -118,8 +120,7 @@ class DataFreeDistillationModule(DistillationModule):
         pseudo_labels = teacher.logits.argmax(1)
         for _ in range(self.student_steps):
             student = self.student_taps(images)
-            values = [term(student, teacher, pseudo_labels) for term in self.terms.values()]
-            total = sum(term.weight * value for term, value in zip(self.terms.values(), values))
+            total, values = self.weighted_terms(student, teacher, pseudo_labels, index=None)
             student_optimizer.zero_grad(set_to_none=True)
             self.manual_backward(total)
             student_optimizer.step()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -36,6 +36,7 @@ class DistillationModule(SupervisedModule):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         num_classes: int = 10,
         speed: SpeedOptions | None = None,
+        extra_teacher_layers: Sequence[str] = (),
     ):
         if teacher is None:
             raise ConfigError("offline distillation needs a teacher: choose one with teacher=<name> (see conf/teacher/)")
@@ -43,7 +44,8 @@ class DistillationModule(SupervisedModule):
             raise ConfigError("offline distillation needs at least one loss term in distill.terms")
         super().__init__(net, optimizer, terms, scheduler, num_classes, speed)
         self.__dict__["teacher"] = teacher.eval().requires_grad_(False)
-        self.teacher_taps = FeatureTaps(teacher, [p for t in terms.values() for p in t.teacher_layers], "teacher")
+        layers = [*extra_teacher_layers, *(p for t in terms.values() for p in t.teacher_layers)]
+        self.teacher_taps = FeatureTaps(teacher, layers, "teacher")
         self.cache: TeacherCache | None = None
 
     def networks(self) -> list[nn.Module]:
@@ -54,19 +56,19 @@ class DistillationModule(SupervisedModule):
         super().on_fit_start()
         self.cache = None
         if self.speed.teacher_cache:
-            datamodule = self.trainer.datamodule
-            if getattr(datamodule, "augments", False):
-                log.warning(
-                    "speed.teacher_cache is off: training batches are augmented, so a sample's input differs "
-                    "every epoch and cached teacher outputs would belong to another view. The teacher runs live."
-                )
-            elif self.trainer.world_size > 1:
-                log.warning(
-                    "speed.teacher_cache is off under DDP: each rank sees another random shard every epoch, so "
-                    "its cache would take many epochs to cover the split. The teacher runs live."
-                )
+            reason = self._cache_unavailable_reason()
+            if reason:
+                log.warning("speed.teacher_cache is off: %s. The teacher runs live.", reason)
             else:
-                self.cache = TeacherCache(datamodule.num_train_samples, self.device)
+                self.cache = TeacherCache(self.trainer.datamodule.num_train_samples, self.device)
+
+    def _cache_unavailable_reason(self) -> str | None:
+        if getattr(self.trainer.datamodule, "augments", False):
+            return ("training batches are augmented, so a sample's input differs every epoch and cached teacher "
+                    "outputs would belong to another view")
+        if self.trainer.world_size > 1:
+            return "under DDP each rank sees another random shard every epoch: its cache would take many epochs to fill"
+        return None
 
     @torch.no_grad()
     def teacher_outputs(self, x: torch.Tensor, index: torch.Tensor) -> Outputs:

@@ -73,15 +73,8 @@ class FitNetsModule(DistillationModule):
         student = self.student_taps(x)
         teacher = self.teacher_outputs(x, index)
         hint_stage = self.stage == 1
-        values, total = [], None
-        for name, term in self.terms.items():
-            if (name == self.hint_term) == hint_stage:
-                value = self.term_value(term, student, teacher, y, index)
-                total = term.weight * value if total is None else total + term.weight * value
-            else:
-                with torch.no_grad():  # logged, reaches no parameter
-                    value = self.term_value(term, student, teacher, y, index)
-            values.append(value)
+        active = [name for name in self.terms if (name == self.hint_term) == hint_stage]
+        total, values = self.weighted_terms(student, teacher, y, index, active)  # the others: logged only
         return total, self.step_values([total, *values], student.logits, y)
 
     def on_fit_start(self) -> None:

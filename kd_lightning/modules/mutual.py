@@ -92,11 +92,9 @@ class MutualLearningModule(SupervisedModule):
         logits = [member(x) for member in self.members()]
         ce, kl = mutual_learning_losses(logits, y, self.temperature)
         total = sum(self.ce_weight * c + self.kl_weight * d for c, d in zip(ce, kl))
-        correct = [(z.argmax(1) == y).sum() for z in logits]
-        count = torch.full_like(correct[0], y.shape[0])
         terms = [v for pair in zip(ce, kl) for v in pair]
-        counts = torch.stack([*correct[1:], correct[0], count]).float()
-        return total, torch.cat([torch.stack([total, *terms]).detach().float(), counts])
+        peers_correct = [(z.detach().argmax(1) == y).sum() for z in logits[1:]]
+        return total, self.step_values([total, *terms], logits[0], y, extra_counts=peers_correct)
 
     def on_train_epoch_end(self) -> None:
         if self._epoch_sum is not None:

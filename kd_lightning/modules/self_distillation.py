@@ -122,7 +122,6 @@ class SelfDistillationModule(SupervisedModule):
             ) from err
         finally:
             net.train(was_training)
-        self.student_taps._recorded = {}
         return {path: tuple(feature.shape[1:]) for path, feature in outputs.features.items()}
 
     def networks(self) -> list[nn.Module]:

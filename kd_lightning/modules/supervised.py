@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import lightning.pytorch as L
 import torch
@@ -121,32 +121,49 @@ class SupervisedModule(L.LightningModule):
         """``(weighted total, detached [total, term_1, ..., correct, count])`` for one batch."""
         student = self.student_taps(x)
         teacher = self.teacher_outputs(x, index)
-        values = [self.term_value(term, student, teacher, y, index) for term in self.terms.values()]
-        total = sum(term.weight * value for term, value in zip(self.terms.values(), values))
+        total, values = self.weighted_terms(student, teacher, y, index)
         return total, self.step_values([total, *values], student.logits, y)
 
-    @staticmethod
-    def term_value(term: LossTerm, student: Outputs, teacher: Outputs | None, target: torch.Tensor,
-                   index: torch.Tensor) -> torch.Tensor:
-        """One term's unweighted value; a term with ``uses_index`` also gets the batch's sample indices."""
-        return term(student, teacher, target, index=index) if term.uses_index else term(student, teacher, target)
+    def weighted_terms(
+        self, student: Outputs, teacher: Outputs | None, target: torch.Tensor, index: torch.Tensor | None,
+        active: Collection[str] | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(Σ weight · value over the active terms, every term's unweighted value)``.
+
+        Terms outside ``active`` (default: every term is active) are computed under ``no_grad``, for the log
+        only; a term with ``uses_index`` also gets the batch's sample indices.
+        """
+        total, values = None, []
+        for name, term in self.terms.items():
+            is_active = active is None or name in active
+            with torch.set_grad_enabled(is_active and torch.is_grad_enabled()):
+                kwargs = {"index": index} if term.uses_index else {}
+                value = term(student, teacher, target, **kwargs)
+            if is_active:
+                total = term.weight * value if total is None else total + term.weight * value
+            values.append(value)
+        return total, values
 
     @staticmethod
-    def step_values(losses: list[torch.Tensor], logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """A step's logged vector: ``losses`` (total first, then the metric_names' terms), correct, count."""
+    def step_values(
+        losses: list[torch.Tensor], logits: torch.Tensor, target: torch.Tensor,
+        extra_counts: Sequence[torch.Tensor] = (),
+    ) -> torch.Tensor:
+        """A step's logged vector: ``losses`` (total first, then the metric_names' terms), ``extra_counts``,
+        correct, count."""
         correct = (logits.detach().argmax(1) == target).sum()
         count = torch.full_like(correct, target.shape[0])
-        return torch.cat([torch.stack(losses).detach().float(), torch.stack([correct, count]).float()])
+        return torch.cat([torch.stack(losses).detach().float(), torch.stack([*extra_counts, correct, count]).float()])
 
     @property
     def transforms_train_batches(self) -> bool:
-        """Whether the captured training step applies the datamodule's ``transform`` to training batches
-        itself (two launches fewer per step); the datamodule then hands them over as loaded."""
-        return self.speed.capture_step and hasattr(self.trainer.datamodule, "transform")
+        """Whether the captured training step prepares training batches itself (the datamodule's
+        ``prepare_images``: two launches fewer per step); the datamodule then hands them over as loaded."""
+        return self.speed.capture_step and hasattr(self.trainer.datamodule, "prepare_images")
 
     def _manual_step(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> None:
-        if self.transforms_train_batches:  # what Lightning would have done to the batch: transform, then cast
-            x = self.trainer.precision_plugin.convert_input(self.trainer.datamodule.transform(x, train=True))
+        if self.transforms_train_batches:
+            x = self.trainer.datamodule.prepare_images(x, train=True)
         loss, values = self.losses(x, y, index)
         if self.trainer.world_size > 1:
             self.manual_backward(loss)  # under DDP (never captured) only Lightning's backward syncs gradients

@@ -9,6 +9,12 @@ import lightning.pytorch as L
 import torch
 
 
+def median_after_first(per_epoch: list[float]) -> float | None:
+    """The median of per-epoch values after the first (warm-up, graph capture, cache filling), or of the one."""
+    values = per_epoch[1:] or per_epoch
+    return statistics.median(values) if values else None
+
+
 class EpochThroughput(L.Callback):
     """Logs each epoch's training time and rate as ``time/epoch_s`` and ``time/images_per_s``.
 
@@ -24,9 +30,8 @@ class EpochThroughput(L.Callback):
 
     @property
     def steady_images_per_s(self) -> float | None:
-        """The median rate of this fit's epochs after its first (warm-up, graph capture, cache filling)."""
-        rates = self.rates[1:] or self.rates
-        return statistics.median(rates) if rates else None
+        """This fit's training rate without start-up costs (:func:`median_after_first`)."""
+        return median_after_first(self.rates)
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self.rates = []
