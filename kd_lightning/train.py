@@ -1,15 +1,20 @@
 """Entry point: ``python -m kd_lightning.train +experiment=NAME [overrides]``.
 
-Compose the config → datamodule, module, callbacks, loggers, Trainer → fit (resuming from the run's
-``last.ckpt`` if present) → test → write the run's ``summary.json``.
+Compose the config → check every value (:mod:`kd_lightning.validate`) → the run's identity folder
+(:mod:`kd_lightning.runs`): finished there → print the stored result, train nothing; else lock it, find the
+teacher by its own identity, build datamodule, module, callbacks, loggers, Trainer → fit (resuming exactly from
+the folder's ``last.ckpt`` if there is one) → test → write ``summary.json`` with the run's provenance.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import shlex
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import hydra
@@ -17,16 +22,67 @@ import lightning.pytorch as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from kd_lightning.errors import KDError
+from kd_lightning.errors import ConfigError, KDError
 from kd_lightning.report import EpochThroughput
+from kd_lightning.runs import (
+    AtomicCheckpointIO,
+    RunLock,
+    config_hash,
+    identity,
+    is_ddp_child,
+    locate_teachers,
+    provenance,
+    read_summary,
+    task_overrides,
+    write_summary,
+)
+from kd_lightning.runs.identity import NOT_IN_NAME, file_checksum, override_key
+from kd_lightning.runs.store import atomic_write_text
+from kd_lightning.validate import validate
 
 log = logging.getLogger(__name__)
 
-def train(cfg: DictConfig) -> dict:
-    """Run one training job described by ``cfg``; returns its summary (also written to ``summary.json``)."""
+
+def command(overrides: list[str]) -> str:
+    return "python -m kd_lightning.train " + shlex.join(overrides) if overrides else "the same command"
+
+
+def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
+    """Run the training job ``cfg`` describes (``overrides``: its command line, default Hydra's); returns its
+    summary, also in ``<run folder>/summary.json``. A finished run is not trained again (``retrain=true`` does)."""
+    overrides = task_overrides(cfg) if overrides is None else list(overrides)
+    validate(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    with open_dict(cfg):  # pinned: finding the teacher below fills teacher.checkpoint, which is not the identity
+        cfg.paths.output_dir = str(output_dir)
+    content = identity(cfg)
+    child = is_ddp_child()
+    stored = read_summary(output_dir)
+    if stored and stored.get("status") == "done" and not child:
+        if not cfg.retrain:
+            log.info("Already trained (%s): %s\n%s", output_dir, _result_line(stored),
+                     "Nothing was trained; add retrain=true to train it again.")
+            return stored
+        replaced = output_dir.with_name(f"{output_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        output_dir.rename(replaced)
+        log.info("retrain=true: the finished run moved to %s; training again in %s", replaced, output_dir)
+    teachers = locate_teachers(cfg, overrides, train_missing=_train_teacher)
+    with contextlib.nullcontext() if child else RunLock(output_dir), _run_log(output_dir, child):
+        return _fit_and_test(cfg, overrides, output_dir, content, teachers, child)
+
+
+def _fit_and_test(cfg: DictConfig, overrides: list[str], output_dir: Path, content: dict, teachers: list[dict],
+                  child: bool) -> dict:
+    digest = config_hash(content)
+    record = {**_record(cfg, overrides), "config_hash": digest, "command": command(overrides)}
+    if not child:
+        atomic_write_text(output_dir / "identity.json", json.dumps(content, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+        atomic_write_text(output_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(overrides)))
+        write_summary(output_dir, {**record, "status": "running", "started": time.strftime("%Y-%m-%d %H:%M:%S")},
+                      replace_done=True)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     module = instantiate(
@@ -36,35 +92,138 @@ def train(cfg: DictConfig) -> dict:
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         speed=instantiate(cfg.speed),
     )
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     last = output_dir / "checkpoints" / "last.ckpt"
     resume_from = str(last) if cfg.resume and last.is_file() else None
     if resume_from:
+        _check_checkpoint(last)
         log.info("Resuming from %s", resume_from)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    try:
+        with _single_run_argv(overrides):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    except (SystemExit, KeyboardInterrupt):  # Ctrl+C (Lightning turns it into sys.exit(1)) or SIGTERM
+        if not child:
+            _write_interrupted(output_dir, record, trainer, last, overrides)
+        raise
     summary = {
-        **_identity(cfg),
+        **record,
         "status": "interrupted" if trainer.interrupted else "done",
         "resumed_from": resume_from,
         "params": sum(p.numel() for p in module.net.parameters()),
         "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
         "train_time_s": round(time.perf_counter() - start, 2),
         "val/acc": _metric(trainer.callback_metrics.get("val/acc")),
         "images_per_s": _metric(_steady_images_per_s(trainer)),
+        "data": _data_record(cfg),
+        "teachers": teachers,
+        **provenance(trainer),
     }
     if trainer.interrupted:
-        log.warning("Interrupted: run the same command again to resume from %s", last)
-    elif cfg.test:
+        _write_interrupted(output_dir, record, trainer, last, overrides)
+        return summary
+    if cfg.test:
         test_metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
         summary.update({key: _metric(value) for key, value in test_metrics.items()})
-    _write_summary(output_dir, summary)
+    summary["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    if not child and trainer.is_global_zero:
+        write_summary(output_dir, summary, replace_done=True)
     return summary
+
+
+def _write_interrupted(output_dir: Path, record: dict, trainer, last: Path, overrides: list[str]) -> None:
+    where = f"epoch {trainer.current_epoch}, step {trainer.global_step}"
+    hint = f"resume with: {command(overrides)}" + (f" (from {last})" if last.is_file() else " (no checkpoint yet)")
+    write_summary(output_dir, {**record, "status": "interrupted", "interrupted_at": where, "resume": hint})
+    log.warning("Interrupted at %s; %s", where, hint)
+
+
+def _result_line(summary: dict) -> str:
+    keys = ("test/acc", "val/acc", "epochs", "train_time_s", "finished")
+    return ", ".join(f"{k} {summary[k]}" for k in keys if summary.get(k) is not None)
+
+
+def _check_checkpoint(path: Path) -> None:
+    """A checkpoint that cannot be resumed from (truncated, not a torch file) is refused by name, not by traceback."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            archive.namelist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ConfigError(
+            f"cannot resume from {path}: it is damaged ({err}). Checkpoints are written atomically, so this one was "
+            f"cut by something else. Delete it to start over, or add resume=false."
+        ) from None
+
+
+@contextlib.contextmanager
+def _run_log(output_dir: Path, child: bool):
+    """``train.log`` in the run folder while this process trains into it (Hydra's own log file is off)."""
+    if child:
+        yield
+        return
+    handler = logging.FileHandler(output_dir / "train.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+@contextlib.contextmanager
+def _single_run_argv(overrides: list[str]):
+    """Inside a multirun, Lightning's DDP launcher starts the other ranks with this process's ``sys.argv``: the
+    whole multirun. For the duration of ``fit`` it sees this job's own command instead (a single run, which the
+    launcher pins to this job's folder with ``hydra.run.dir``)."""
+    if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+        yield
+        return
+    saved = sys.argv
+    sys.argv = ddp_child_argv(saved[0], overrides)
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def ddp_child_argv(program: str, overrides: list[str]) -> list[str]:
+    """The command line of one job of a multirun, as a single run."""
+    jobs_own = [o for o in overrides if override_key(o) not in ("sweep", "hparams_search")]
+    return [program, *jobs_own, "hydra.mode=RUN"]
+
+
+def _train_teacher(config: DictConfig, overrides: list[str], folder: Path) -> None:
+    """``teacher.train_if_missing``: train the teacher run in this process, with the config its command composes."""
+    config = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
+    with open_dict(config):
+        config.pop("hydra", None)
+        config.paths.output_dir = str(folder)
+    summary = train(config, overrides)
+    log.info("Teacher trained (%s): %s", folder, _result_line(summary))
+
+
+def _record(cfg: DictConfig, overrides: list[str]) -> dict:
+    """What tells runs apart in tables: name, seed and the overrides that change the result."""
+    excludes = [*(cfg.get("identity_exclude") or []), *NOT_IN_NAME]
+    shown = [o for o in overrides
+             if not any(override_key(o) == e or override_key(o).startswith(e + ".") for e in excludes)]
+    return {"run_name": cfg.run_name + cfg.run_tag, "seed": cfg.seed, "overrides": ",".join(shown),
+            "run_dir": str(Path(cfg.paths.output_dir).resolve())}
+
+
+def _data_record(cfg: DictConfig) -> dict:
+    source = cfg.data.get("source") or {}
+    path = source.get("path")
+    return {"dataset": cfg.data.get("name"), "source": str(source.get("_target_", "")).rsplit(".", 1)[-1],
+            "path": str(Path(path).resolve()) if path else None, "sha256": file_checksum(path) if path else None,
+            "val_size": cfg.data.get("val_size")}
 
 
 def _steady_images_per_s(trainer: L.Trainer) -> float | None:
@@ -77,39 +236,42 @@ def _metric(value) -> float | None:
     return None if value is None else round(float(value), 6)
 
 
-def _identity(cfg: DictConfig) -> dict:
-    """What tells runs apart in tables: name, seed and the overrides in the run's folder name."""
-    overrides = HydraConfig.get().job.override_dirname if HydraConfig.initialized() else ""
-    return {"run_name": cfg.run_name + cfg.run_tag, "seed": cfg.seed, "overrides": overrides}
-
-
-def _write_summary(output_dir: Path, summary: dict) -> None:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-
-
 def _user_error(err: BaseException | None) -> BaseException | None:
     """The user-facing error behind ``err`` (Hydra wraps errors raised while instantiating), if any."""
     while err is not None:
         if isinstance(err, KDError):
             return err
-        err = err.__cause__
+        err = err.__cause__ or err.__context__
     return None
+
+
+def _record_failure(cfg: DictConfig, err: BaseException) -> None:
+    """``failed`` in the run's summary, unless the folder holds a finished run (never overwritten) or cannot be
+    written (the message says why)."""
+    try:
+        output_dir = Path(cfg.paths.output_dir)
+        write_summary(output_dir, {**_record(cfg, task_overrides(cfg)), "status": "failed", "error": str(err)})
+    except Exception:  # the failure itself may be that the folder cannot be written
+        pass
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         summary = train(cfg)
     except Exception as err:
         cause = _user_error(err)
-        _write_summary(Path(cfg.paths.output_dir), {**_identity(cfg), "status": "failed", "error": str(cause or err)})
-        if cause is None:
+        if not is_ddp_child():
+            _record_failure(cfg, cause or err)
+        if cause is None and not multirun:
             raise
-        log.error("%s", cause)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            # Hydra records the failed job (the sweep's table lists it) and reports it when the sweep ends
-            raise cause.with_traceback(None) from None
+        if cause is None:  # a bug, not a user error: the whole stack, and the sweep goes on to its table
+            log.exception("job failed: %s", err)
+        else:
+            log.error("%s", cause)
+        if multirun:
+            return None  # the sweep continues; its table lists the job as FAILED and the sweep exits with status 1
         sys.exit(1)
     return summary.get(cfg.optimized_metric)
 

@@ -12,6 +12,7 @@ from kd_lightning.data.loaders import ResidentBatches
 from kd_lightning.data.sources import Arrays
 from kd_lightning.data.transforms import BatchTransform
 from kd_lightning.errors import ConfigError
+from kd_lightning.runs.resume import ResumableLoader
 
 SPLITS = ("train", "val", "test")
 
@@ -115,6 +116,12 @@ class ClassificationDataModule(L.LightningDataModule):
             return ResidentBatches(
                 images.to(device), labels.to(device), batch_size, shuffle=train, seed=self.seed, rank=rank, world_size=world
             )
+        if train and (self.trainer is None or self.trainer.world_size == 1):
+            # the epoch's order from seed + epoch, its position saved in checkpoints: exact resume (under DDP,
+            # Lightning's DistributedSampler orders by seed + epoch itself)
+            return ResumableLoader(IndexedTensorDataset(images, labels), batch_size=batch_size, seed=self.seed,
+                                   num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                                   pin_memory=torch.cuda.is_available())
         return DataLoader(
             IndexedTensorDataset(images, labels),
             batch_size=batch_size,

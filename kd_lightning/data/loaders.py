@@ -34,6 +34,7 @@ class ResidentBatches:
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self.yielded, self.resume_at = 0, 0  # batches of this epoch handed out; where a resumed epoch starts
         self.sampler = self  # Lightning's fit loop calls ``loader.sampler.set_epoch(epoch)``
         self.batch_sampler = None  # ... and reads this to decide whether the loader shuffles
 
@@ -62,9 +63,19 @@ class ResidentBatches:
             order = torch.cat([order, order[:padding]])
         return order[self.rank :: self.world_size]
 
+    def state_dict(self) -> dict:
+        """Lightning saves this in checkpoints: a run resumed mid-epoch continues at the next unseen batch."""
+        return {"epoch": self.epoch, "batches": self.yielded}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.resume_at = int(state.get("epoch", 0)), int(state.get("batches", 0))
+
     def __iter__(self):
         order = self.shard_indices()
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        first, self.resume_at = self.resume_at, 0
+        self.yielded = first
+        for start in range(first * self.batch_size, len(self) * self.batch_size, self.batch_size):
+            self.yielded += 1
             index = order[start : start + self.batch_size]
             # index_select: a fraction of advanced indexing's per-call overhead, which the fast path pays each step
             yield self.images.index_select(0, index), self.labels.index_select(0, index), index

@@ -78,21 +78,26 @@ class TeacherEnsemble(nn.Module):
 
 def load_teachers(
     net: nn.Module,
-    checkpoint: str | Sequence[str],
+    checkpoint: str | Sequence[str] | Mapping[str, str],
     seed: int,
     members: Mapping[str, int],
     train_command: str | None = None,
     num_seeds: int | None = None,
+    run=None,
+    train_if_missing: bool = False,
 ) -> dict[str, nn.Module]:
     """Teachers of ``net``'s architecture, each loaded (with :func:`load_teacher`) from its own checkpoint.
 
     ``members`` maps each teacher's name to a seed offset: teacher ``name`` is the one trained with seed
     ``seed + offset`` (modulo ``num_seeds`` if given), and every ``{seed}`` in ``checkpoint`` (a path or candidate paths, the first that
     exists is used) and in ``train_command`` is replaced by that seed. A checkpoint without ``{seed}``
-    (e.g. ``teacher.checkpoint=PATH``) loads the same weights into every member (with a warning).
+    (e.g. ``teacher.checkpoint=PATH``) loads the same weights into every member (with a warning). A mapping
+    gives each member its own path (what ``kd_lightning.train`` sets after finding the teacher runs of ``run``).
     """
     if not members:
         raise ConfigError("load_teachers: `members` must name at least one teacher (name: seed offset)")
+    if isinstance(checkpoint, Mapping):
+        return {str(name): load_teacher(copy.deepcopy(net), str(checkpoint[name])) for name in members}
     candidates = [checkpoint] if isinstance(checkpoint, str) else [str(c) for c in checkpoint]
     teachers = {}
     for name, offset in members.items():

@@ -11,12 +11,25 @@ from torch import nn
 from kd_lightning.errors import ConfigError, MissingTeacherError
 
 
-def load_teacher(net: nn.Module, checkpoint: str | Sequence[str], train_command: str | None = None) -> nn.Module:
+def load_teacher(
+    net: nn.Module,
+    checkpoint: str | Sequence[str] | None,
+    train_command: str | None = None,
+    run=None,
+    train_if_missing: bool = False,
+) -> nn.Module:
     """Load ``net``'s weights from a Lightning checkpoint (keys ``net.*``) or a plain state dict; freeze it.
 
-    ``checkpoint`` may list candidates: the first that exists is used. The returned network is in eval
-    mode with ``requires_grad=False``.
+    ``checkpoint`` may list candidates: the first that exists is used. ``None``: the teacher run described by
+    ``run`` (its experiment and overrides), which ``kd_lightning.train`` looks up by the teacher's own identity
+    and writes into ``checkpoint`` before instantiating (``kd_lightning.runs.teachers``; ``run`` and
+    ``train_if_missing`` are read there, not here). The returned network is in eval mode with ``requires_grad=False``.
     """
+    if checkpoint is None:
+        raise ConfigError(
+            "teacher.checkpoint is null: `python -m kd_lightning.train` finds the teacher run named by teacher.run "
+            "(kd_lightning.runs.teachers.locate_teachers); elsewhere, set teacher.checkpoint=PATH"
+        )
     candidates = [Path(checkpoint)] if isinstance(checkpoint, str) else [Path(c) for c in checkpoint]
     path = next((c for c in candidates if c.is_file()), None)
     if path is None:
@@ -26,7 +39,13 @@ def load_teacher(net: nn.Module, checkpoint: str | Sequence[str], train_command:
             f"no teacher checkpoint; looked for:\n{looked}\n{how} point teacher.checkpoint at an existing "
             f"checkpoint (a kd_lightning .ckpt or a state_dict .pt of {type(net).__name__})."
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as err:  # pickle errors of a truncated file included
+        raise ConfigError(
+            f"teacher checkpoint {path} cannot be read ({type(err).__name__}: {err}); it is damaged or not a "
+            f"checkpoint: train the teacher again (delete its run folder) or point teacher.checkpoint elsewhere"
+        ) from err
     if "state_dict" in state:  # a Lightning checkpoint of a supervised run: the network sits under ``net.``
         state = {key.removeprefix("net."): value for key, value in state["state_dict"].items() if key.startswith("net.")}
     try:

@@ -38,6 +38,7 @@ class SupervisedModule(L.LightningModule):
     """
 
     has_teacher = False
+    loss_explosion_factor = float("inf")  # set by kd_lightning.runs.LossExplosionGuard (conf/callbacks)
 
     def __init__(
         self,
@@ -88,6 +89,7 @@ class SupervisedModule(L.LightningModule):
     def on_fit_start(self) -> None:
         self._captured_steps.clear()  # graphs of an earlier fit point at memory Lightning's teardown released
         self._window_sum, self._window_steps, self._epoch_sum = None, 0, None
+        self._first_window: dict[str, float] | None = None
         for net in self.networks():
             if self.speed.matmul_bias_grad:
                 use_matmul_bias_grad(net)
@@ -223,10 +225,14 @@ class SupervisedModule(L.LightningModule):
             window.zero_()
             self._window_steps = 0
             metrics = dict(zip(self.metric_names, means))
-            bad = {name: value for name, value in metrics.items() if not math.isfinite(value)}
+            first = self._first_window = getattr(self, "_first_window", None) or metrics
+            scale = self.loss_explosion_factor * max(abs(next(iter(first.values()))), 1e-12)  # the first total
+            bad = {name: value for name, value in metrics.items()
+                   if not math.isfinite(value) or abs(value) > max(scale, self.loss_explosion_factor * abs(first[name]))}
             if bad:
                 raise NonFiniteLossError(
-                    f"{bad} at step {self.global_step} (epoch {self.current_epoch}): training stopped; checkpoints "
+                    f"loss {bad} at step {self.global_step} (epoch {self.current_epoch}) is NaN/inf or over "
+                    f"{self.loss_explosion_factor:g} x its first value {({n: first[n] for n in bad})}: training stopped; checkpoints "
                     f"written so far are intact. Lower optimizer.lr or the weight of the term that diverged."
                 )
             for logger in self.loggers:

@@ -1,0 +1,94 @@
+"""Hydra callbacks: refuse a bad single run before Hydra creates its folder; end a sweep with a failed job after
+its table, with a non-zero exit status."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from kd_lightning.errors import KDError
+from kd_lightning.runs.store import read_summary
+
+log = logging.getLogger(__name__)
+
+
+def is_ddp_child() -> bool:
+    """Whether this process is a DDP worker that Lightning launched (rank > 0): it trains, nothing else."""
+    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+
+
+def check_writable(folder: Path) -> None:
+    """Creates ``folder`` and a probe file in it, or raises :class:`KDError` saying why it cannot."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise KDError(
+            f"cannot write the run folder {folder} ({type(err).__name__}: {err.strerror or err}): set "
+            f"paths.log_dir to a folder you can write"
+        ) from None
+
+
+def _fail(err: BaseException) -> None:
+    # Hydra has not configured logging yet, and exits with a traceback on exceptions raised here: print and exit
+    print(f"Error: {err}", file=sys.stderr)
+    sys.exit(1)
+
+
+class Preflight(Callback):
+    """Before a single run (``on_run_start``, before Hydra creates the folder): the config's values
+    (:func:`kd_lightning.validate.validate`) and a writable run folder, unless the run is finished (it is only
+    read then). Before a multirun: a writable ``paths.log_dir``. Failures print one message and exit 1."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        if is_ddp_child():
+            return
+        from kd_lightning.validate import validate
+
+        try:
+            validate(config)
+            folder = Path(config.paths.output_dir)
+            summary = read_summary(folder)
+            if not (summary and summary.get("status") == "done" and not config.get("retrain")):
+                check_writable(folder)
+        except KDError as err:
+            _fail(err)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        if is_ddp_child():
+            return
+        try:
+            check_writable(Path(config.paths.log_dir))
+        except KDError as err:
+            _fail(err)
+
+
+class SweepOutcome(Callback):
+    """Counts a multirun's jobs whose run ended ``failed``; after the table (``on_multirun_end`` runs in reverse
+    order: list this callback before ``summary_table``) it names them and exits with status 1."""
+
+    def __init__(self):
+        self.failed: list[str] = []
+        self.jobs = 0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.failed, self.jobs = [], 0
+
+    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        self.jobs += 1
+        folder = Path(job_return.hydra_cfg.hydra.runtime.output_dir)
+        summary = read_summary(folder) or {}
+        if summary.get("status") == "failed" or job_return.status.name == "FAILED":
+            self.failed.append(f"{folder}: {summary.get('error', job_return.status.name)}".splitlines()[0])
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        if self.failed and not is_ddp_child():
+            log.error("%d of %d jobs failed:\n  %s", len(self.failed), self.jobs, "\n  ".join(self.failed))
+            sys.exit(1)
