@@ -60,6 +60,12 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     content = identity(cfg)
     child = is_ddp_child()
     stored = read_summary(output_dir)
+    if stored and stored.get("config_hash") not in (None, config_hash(content)) and stored.get("status") != "failed":
+        raise ConfigError(
+            f"paths.output_dir={output_dir} holds the run of another configuration (hash {stored['config_hash']}, "
+            f"{stored.get('status')}; this one is {config_hash(content)}): leave paths.output_dir unset (each "
+            f"configuration gets its own folder) or choose an empty folder"
+        )
     if stored and stored.get("status") == "done" and not child:
         if not cfg.retrain:
             log.info("Already trained (%s): %s\n%s", output_dir, _result_line(stored),
