@@ -229,11 +229,23 @@ def test_new_experiments_compose_and_run_fast_dev_run(experiment, make_config, t
         assert int8(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
-def test_qat_run_resumes_from_its_fake_quant_checkpoint(make_config, teacher_state):
-    overrides = ["+experiment=cifar10_kd_int8", "trainer.limit_train_batches=2"]
+def test_qat_run_resumes_from_its_fake_quant_checkpoint(make_config, teacher_state, monkeypatch):
+    import signal
+
+    from kd_lightning.runs.resume import RNGState
+
+    overrides = ["+experiment=cifar10_kd_int8", "trainer.limit_train_batches=2", "trainer.max_epochs=2"]
     cfg = make_config(*overrides)
-    cfg = make_config(*overrides, f"teacher.checkpoint={teacher_state(instantiate(cfg.teacher.net))}")
-    assert train(cfg)["epochs"] == 1
-    cfg.trainer.max_epochs = 2
-    second = train(cfg)
+    overrides.append(f"teacher.checkpoint={teacher_state(instantiate(cfg.teacher.net))}")
+
+    def ctrl_c_in_epoch_1(self, trainer, *args):  # interrupted after epoch 0's checkpoint
+        if trainer.current_epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RNGState, "on_train_epoch_start", ctrl_c_in_epoch_1, raising=False)
+    with pytest.raises(SystemExit):
+        train(make_config(*overrides))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    monkeypatch.undo()
+    second = train(make_config(*overrides))
     assert second["resumed_from"].endswith("last.ckpt") and second["epochs"] == 2 and "test/acc_int8" in second

@@ -55,11 +55,14 @@ def test_tensorboard_gets_every_term_accuracy_and_learning_rate(make_config, tea
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_rerun_resumes_from_last_checkpoint(make_config):
-    first = train(make_config("+experiment=cifar10_ce"))
+def test_rerun_of_a_finished_run_trains_nothing_and_another_configuration_gets_its_own_folder(tmp_path):
+    from test_runs import compose_run
+
+    first = train(compose_run(tmp_path, "+experiment=cifar10_ce"))
     assert first["resumed_from"] is None and first["epochs"] == 1
-    second = train(make_config("+experiment=cifar10_ce", "trainer.max_epochs=2"))
-    assert second["resumed_from"].endswith("last.ckpt") and second["epochs"] == 2
+    assert train(compose_run(tmp_path, "+experiment=cifar10_ce")) == first
+    longer = train(compose_run(tmp_path, "+experiment=cifar10_ce", "trainer.max_epochs=2"))
+    assert longer["epochs"] == 2 and longer["run_dir"] != first["run_dir"]
 
 
 def run_cli(*args, cwd=ROOT):
@@ -72,7 +75,7 @@ def test_multirun_puts_each_job_in_its_own_folder_and_writes_a_table(tmp_path):
     result = run_cli("-m", "+experiment=cifar10_ce", "optimizer.lr=0.001,0.003", *CLI_FAST, f"paths.log_dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted(p.parent.name for p in tmp_path.rglob("summary.json"))
-    assert len(runs) == 2 and "optimizer.lr=0.001" in runs[0] and "optimizer.lr=0.003" in runs[1]
+    assert len(runs) == 2 and "optimizer.lr-0.001" in runs[0] and "optimizer.lr-0.003" in runs[1]
     table = next((tmp_path / "tables").glob("*.md")).read_text()
     assert "optimizer.lr=0.001" in table and "optimizer.lr=0.003" in table
 
@@ -87,7 +90,8 @@ def test_students_find_the_teacher_trained_in_the_same_sweep_with_the_same_overr
 def test_missing_teacher_is_one_clear_message_with_the_command_to_train_it(tmp_path):
     result = run_cli("+experiment=cifar10_kd", *CLI_FAST, f"paths.log_dir={tmp_path}")
     assert result.returncode == 1
-    assert "python -m kd_lightning.train +experiment=cifar10_teacher seed=0" in result.stderr + result.stdout
+    command = "python -m kd_lightning.train +experiment=cifar10_teacher " + " ".join(CLI_FAST) + f" paths.log_dir={tmp_path} seed=0"
+    assert command in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
 
 

@@ -77,6 +77,12 @@ class ClassificationDataModule(L.LightningDataModule):
             self.splits = self._split(self.source.load())
 
     def _split(self, arrays: Arrays) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        for name, images, labels in (("train", arrays.x_train, arrays.y_train), ("test", arrays.x_test, arrays.y_test)):
+            if len(images) != len(labels):
+                raise ConfigError(
+                    f"{self.name} {name} split has {len(images)} images but {len(labels)} labels: expected one "
+                    f"label per image (the data file is damaged or its arrays are mismatched)"
+                )
         for name, labels in (("train", arrays.y_train), ("test", arrays.y_test)):
             if labels.min() < 0 or labels.max() >= self.num_classes:
                 raise ConfigError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.error import URLError
@@ -113,16 +114,24 @@ class NpzSource:
 
 @functools.lru_cache(maxsize=2)
 def _load_npz(path: Path, mtime_ns: int) -> Arrays:
-    with np.load(path, allow_pickle=False) as arrays:
-        missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays.files)
-        if missing:
-            raise ConfigError(f"{path} lacks arrays {sorted(missing)}; it has {sorted(arrays.files)}")
-        return Arrays(
-            _as_nchw_uint8(arrays["x_train"]),
-            _as_labels(arrays["y_train"]),
-            _as_nchw_uint8(arrays["x_test"]),
-            _as_labels(arrays["y_test"]),
-        )
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays.files)
+            if missing:
+                raise ConfigError(f"{path} lacks arrays {sorted(missing)}; it has {sorted(arrays.files)}")
+            return Arrays(
+                _as_nchw_uint8(arrays["x_train"]),
+                _as_labels(arrays["y_train"]),
+                _as_nchw_uint8(arrays["x_test"]),
+                _as_labels(arrays["y_test"]),
+            )
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # truncated or not an .npz
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(
+            f"cannot read {path} as a Keras-style .npz ({type(err).__name__}: {err}): the file is damaged or "
+            f"truncated; copy it again, or point data.source.path at a good one"
+        ) from None
 
 
 class SyntheticSource:
