@@ -52,7 +52,11 @@ def command(overrides: list[str]) -> str:
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """Run the training job ``cfg`` describes (``overrides``: its command line, default Hydra's); returns its
     summary, also in ``<run folder>/summary.json``. A finished run is not trained again (``retrain=true`` does)."""
-    overrides = task_overrides(cfg) if overrides is None else list(overrides)
+    if overrides is None:
+        overrides = task_overrides(cfg)
+    elif "hydra" not in cfg:  # a config composed outside Hydra: its identity (its teacher's) needs its overrides
+        with open_dict(cfg):
+            cfg.hydra = {"overrides": {"task": list(overrides)}}
     validate(cfg)
     output_dir = Path(cfg.paths.output_dir)
     with open_dict(cfg):  # pinned: finding the teacher below fills teacher.checkpoint, which is not the identity

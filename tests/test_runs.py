@@ -46,8 +46,8 @@ def test_folder_is_readable_name_plus_hash_and_same_values_spelt_differently_sha
 
 
 @pytest.mark.parametrize("change", ["seed=1", "trainer.max_epochs=2", "trainer.precision=bf16-mixed", "data.val_size=300",
-                                    "data.batch_size=32", "optimizer=sgd", "model.hidden=[64]", "data.split_seed=1",
-                                    "+scheduler=cosine"])
+                                    "data.batch_size=32", "optimizer=sgd", "model.hidden=[64]", "+data.split_seed=1",
+                                    "scheduler=cosine"])
 def test_everything_that_changes_the_result_changes_the_hash(tmp_path, change):
     base = config_hash(identity(compose_run(tmp_path, "+experiment=mnist_ce")))
     assert config_hash(identity(compose_run(tmp_path, "+experiment=mnist_ce", change))) != base
@@ -162,8 +162,9 @@ def test_missing_teacher_prints_the_command_that_trains_exactly_it(tmp_path):
 
 
 def test_train_if_missing_trains_the_teacher_first_in_process(tmp_path):
-    student = compose_run(tmp_path, "+experiment=mnist_kd", "teacher.train_if_missing=true")
-    summary = train(student, ["+experiment=mnist_kd"])
+    overrides = ["+experiment=mnist_kd", *FAST, f"paths.log_dir={tmp_path}", "teacher.train_if_missing=true"]
+    student = compose_run(tmp_path, *overrides)
+    summary = train(student, overrides)
     [record] = summary["teachers"]
     teacher_summary = json.loads((Path(record["checkpoint"]).parents[1] / "summary.json").read_text())
     assert teacher_summary["status"] == "done" and teacher_summary["run_name"] == "mnist_teacher"
@@ -207,7 +208,7 @@ def test_truncated_npz_and_short_labels_are_named(tmp_path):
 
 
 def test_cli_bad_value_and_unwritable_folder_are_one_message_without_traceback(tmp_path):
-    result = run_cli("+experiment=mnist_ce", "trainer.max_epochs=abc", *CLI_FAST[:-1], f"paths.log_dir={tmp_path}")
+    result = run_cli("+experiment=mnist_ce", *CLI_FAST, f"paths.log_dir={tmp_path}", "trainer.max_epochs=abc")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "trainer.max_epochs='abc'" in result.stderr and not any(tmp_path.iterdir())
     blocker = tmp_path / "a_file"
