@@ -104,12 +104,17 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as err:
         cause = _user_error(err)
         _write_summary(Path(cfg.paths.output_dir), {**_identity(cfg), "status": "failed", "error": str(cause or err)})
-        if cause is None:
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+        if cause is not None:
+            log.error("%s", cause)
+        elif multirun:
+            log.exception("job failed")  # a bug, not the user's input: the stack belongs in the job's log
+        else:
             raise
-        log.error("%s", cause)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            # Hydra records the failed job (the sweep's table lists it) and reports it when the sweep ends
-            raise cause.with_traceback(None) from None
+        if multirun:
+            # the job's summary says it failed; the sweep goes on, its table marks the job, and the sweep's
+            # exit status is non-zero (SummaryTable.on_multirun_end)
+            return None
         sys.exit(1)
     return summary.get(cfg.optimized_metric)
 
