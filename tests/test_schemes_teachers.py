@@ -15,12 +15,12 @@ from kd_lightning.data import ClassificationDataModule, SyntheticSource
 from kd_lightning.distill import CRD, CrossEntropy, HintMSE, Outputs, SoftTargetKD, TeacherEnsemble, load_teachers
 from kd_lightning.distill.crd import nce_loss
 from kd_lightning.errors import ConfigError, MissingTeacherError
+from kd_lightning.fast import FastPath
 from kd_lightning.models import DeepNN, LightNN
 from kd_lightning.modules import (
     DistillationModule,
     FitNetsModule,
     MultiTeacherDistillationModule,
-    SpeedOptions,
 )
 
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
@@ -200,18 +200,17 @@ class Snapshots(L.Callback):
                            if "step" in optimizer.state.get(p, {})})
 
 
-def fitnets_module(capture=False):
+def fitnets_module():
     regressor = nn.Sequential(nn.Conv2d(16, 64, 3, padding=1), nn.ReLU())
     terms = {"hint": HintMSE("features.2", "features.4", regressor), **kd_terms()}
-    return FitNetsModule(seeded(LightNN, 2), seeded(DeepNN, 1), terms, ADAM, hint_epochs=1,
-                         speed=SpeedOptions(capture_step=capture))
+    return FitNetsModule(seeded(LightNN, 2), seeded(DeepNN, 1), terms, ADAM, hint_epochs=1)
 
 
 @pytest.mark.parametrize("capture", [False, True], ids=["automatic", "manual_step"])
 def test_fitnets_stage_1_trains_up_to_the_guided_layer_and_stage_2_the_whole_student(tmp_path, capture):
-    module, snapshots = fitnets_module(capture), Snapshots()
+    module, snapshots = fitnets_module(), Snapshots()
     start = {n: p.detach().clone() for n, p in module.named_parameters()}
-    fit(module, data(), tmp_path, epochs=2, limit_train_batches=2, callbacks=[snapshots])
+    fit(module, data(), tmp_path, epochs=2, limit_train_batches=2, callbacks=[snapshots, FastPath(capture_step=capture)])
     stage_1, stage_2 = snapshots.params
 
     def changed(a, b):
