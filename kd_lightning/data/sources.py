@@ -43,6 +43,7 @@ DATASETS = {
     "mnist": ("MNIST", "MNIST/raw", (1, 28, 28)),
     "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw", (1, 28, 28)),
     "cifar10": ("CIFAR10", "cifar-10-batches-py", (3, 32, 32)),
+    "cifar100": ("CIFAR100", "cifar-100-python", (3, 32, 32)),  # torchvision's targets are the 100 fine labels
 }
 
 
@@ -52,7 +53,8 @@ def _check_name(name: str) -> None:
 
 
 class TorchvisionSource:
-    """A torchvision dataset (``mnist``, ``fashion_mnist``, ``cifar10``) under ``root``, downloaded if absent."""
+    """A torchvision dataset (``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``) under ``root``, downloaded if
+    absent."""
 
     def __init__(self, name: str, root: str, download: bool = True):
         _check_name(name)
