@@ -49,6 +49,7 @@ DATASETS = {
     "mnist": ("MNIST", "MNIST/raw", (1, 28, 28)),
     "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw", (1, 28, 28)),
     "cifar10": ("CIFAR10", "cifar-10-batches-py", (3, 32, 32)),
+    "cifar100": ("CIFAR100", "cifar-100-python", (3, 32, 32)),  # torchvision's targets are the 100 fine labels
 }
 
 
@@ -79,7 +80,8 @@ def embedded_copy(name: str) -> Path | None:
 
 
 class TorchvisionSource:
-    """A torchvision dataset (``mnist``, ``fashion_mnist``, ``cifar10``) under ``root``, downloaded if absent.
+    """A torchvision dataset (``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``) under ``root``, downloaded if
+    absent.
 
     If it can be neither found nor downloaded and the package ships a copy (MNIST), that copy is used, with one
     log line saying so.

@@ -82,8 +82,13 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
                 f"{[type(t).__name__ for t in terms]} keep state per training sample: fit with a datamodule "
                 f"that has num_train_samples (kd_lightning.data.ClassificationDataModule)"
             )
+        splits = getattr(self.trainer.datamodule, "splits", None) or {}
+        labels = splits["train"][1] if "train" in splits else None  # for terms that sample by class (CRD)
         for term in terms:
-            term.allocate(num_samples, self.device)
+            if "labels" in inspect.signature(term.allocate).parameters:
+                term.allocate(num_samples, self.device, labels=labels)
+            else:
+                term.allocate(num_samples, self.device)
 
     def teacher_outputs(self, x: torch.Tensor, index: torch.Tensor) -> Outputs | None:
         return None
