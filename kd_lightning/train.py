@@ -9,6 +9,7 @@ the folder's ``last.ckpt`` if there is one) → test → write ``summary.json`` 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import shlex
@@ -25,6 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kd_lightning.errors import ConfigError, KDError
+from kd_lightning.modules.supervised import lightning_scheduler
 from kd_lightning.report import EpochThroughput
 from kd_lightning.runs import (
     AtomicCheckpointIO,
@@ -95,14 +97,8 @@ def _fit_and_test(cfg: DictConfig, overrides: list[str], output_dir: Path, conte
                       replace_done=True)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
-    module = instantiate(
-        cfg.distill,
-        net=instantiate(cfg.model),
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        speed=instantiate(cfg.speed),
-    )
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    module = build_module(cfg)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None] + [instantiate(cfg.speed)]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
     for logger in loggers:
@@ -145,6 +141,22 @@ def _fit_and_test(cfg: DictConfig, overrides: list[str], output_dir: Path, conte
     if not child and trainer.is_global_zero:
         write_summary(output_dir, summary, replace_done=True)
     return summary
+
+
+def build_module(cfg: DictConfig) -> L.LightningModule:
+    """The training scheme (``distill``) with its network, optimizer and scheduler, as the config says."""
+    return instantiate(cfg.distill, net=instantiate(cfg.model), optimizer=instantiate(cfg.optimizer),
+                       scheduler=_scheduler(cfg.get("scheduler")))
+
+
+def _scheduler(cfg: DictConfig | None):
+    """The scheduler config (``_target_`` a torch scheduler, plus ``interval``: epoch or step, and ``frequency``)
+    as a factory of Lightning's scheduler dict."""
+    if not cfg:
+        return None
+    options = OmegaConf.to_container(cfg, resolve=True)
+    timing = {key: options.pop(key) for key in ("interval", "frequency") if key in options}
+    return functools.partial(lightning_scheduler, instantiate(options), **timing)
 
 
 def _write_interrupted(output_dir: Path, record: dict, trainer, last: Path, overrides: list[str]) -> None:
@@ -281,7 +293,9 @@ def main(cfg: DictConfig) -> float | None:
         else:
             log.error("%s", cause)
         if multirun:
-            return None  # the sweep continues; its table lists the job as FAILED and the sweep exits with status 1
+            # the job's summary says it failed; the sweep goes on, its table marks the job, and the sweep's
+            # exit status is non-zero (SummaryTable.on_multirun_end)
+            return None
         sys.exit(1)
     return summary.get(cfg.optimized_metric)
 

@@ -1,6 +1,6 @@
 """Runs you can trust: one folder per configuration, exact resume, teachers by their own identity, provenance."""
 
-from kd_lightning.runs.hydra_callbacks import Preflight, SweepOutcome, is_ddp_child
+from kd_lightning.runs.hydra_callbacks import Preflight, is_ddp_child
 from kd_lightning.runs.identity import config_hash, identity, register_resolvers, run_folder, task_overrides
 from kd_lightning.runs.resume import (
     AtomicCheckpointIO,
@@ -26,7 +26,6 @@ __all__ = [
     "ResumableLoader",
     "RunLock",
     "RunLockedError",
-    "SweepOutcome",
     "TimedLastCheckpoint",
     "config_hash",
     "identity",

@@ -1,5 +1,5 @@
-"""Hydra callbacks: refuse a bad single run before Hydra creates its folder; end a sweep with a failed job after
-its table, with a non-zero exit status."""
+"""A Hydra callback that refuses a bad single run before Hydra creates its folder (a sweep's failed jobs are listed by
+kd_lightning.report.SummaryTable, which also ends the sweep with status 1)."""
 
 from __future__ import annotations
 
@@ -68,27 +68,3 @@ class Preflight(Callback):
             check_writable(Path(config.paths.log_dir))
         except KDError as err:
             _fail(err)
-
-
-class SweepOutcome(Callback):
-    """Counts a multirun's jobs whose run ended ``failed``; after the table (``on_multirun_end`` runs in reverse
-    order: list this callback before ``summary_table``) it names them and exits with status 1."""
-
-    def __init__(self):
-        self.failed: list[str] = []
-        self.jobs = 0
-
-    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        self.failed, self.jobs = [], 0
-
-    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
-        self.jobs += 1
-        folder = Path(job_return.hydra_cfg.hydra.runtime.output_dir)
-        summary = read_summary(folder) or {}
-        if summary.get("status") == "failed" or job_return.status.name == "FAILED":
-            self.failed.append(f"{folder}: {summary.get('error', job_return.status.name)}".splitlines()[0])
-
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        if self.failed and not is_ddp_child():
-            log.error("%d of %d jobs failed:\n  %s", len(self.failed), self.jobs, "\n  ".join(self.failed))
-            sys.exit(1)

@@ -133,6 +133,9 @@ def locate_teachers(cfg: DictConfig, student_overrides: list[str] | None = None,
             if cfg.teacher.get("train_if_missing") and train_missing is not None:
                 log.info("Training the missing teacher first: %s", run.command)
                 train_missing(run.config, run.overrides, run.folder)
+            if run.status() == "failed":  # in a sweep the teacher's job ran first: one line says why its students fail
+                error = (read_summary(run.folder) or {}).get("error") or "no error recorded"
+                raise MissingTeacherError(f"not trained: its teacher's run failed ({run.folder}: {error.splitlines()[0]})")
             if run.status() != "done" or not run.checkpoint.is_file():
                 state = f"is {run.status()}" if run.status() else "has not been trained"
                 raise MissingTeacherError(
