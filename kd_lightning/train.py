@@ -20,6 +20,7 @@ from pathlib import Path
 
 import hydra
 import lightning.pytorch as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -140,6 +141,9 @@ def _fit_and_test(cfg: DictConfig, overrides: list[str], output_dir: Path, conte
     summary["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     if not child and trainer.is_global_zero:
         write_summary(output_dir, summary, replace_done=True)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # the next job of a multirun starts its own ranks: this job's process group must not outlive it
+        torch.distributed.destroy_process_group()
     return summary
 
 
