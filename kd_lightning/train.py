@@ -12,6 +12,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import shlex
 import sys
 import time
@@ -111,39 +112,36 @@ def _fit_and_test(cfg: DictConfig, overrides: list[str], output_dir: Path, conte
         _check_checkpoint(last)
         log.info("Resuming from %s", resume_from)
     start = time.perf_counter()
-    try:
-        with _single_run_argv(overrides):
+    with _ddp_job(overrides):
+        try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-    except (SystemExit, KeyboardInterrupt):  # Ctrl+C (Lightning turns it into sys.exit(1)) or SIGTERM
-        if not child:
+        except (SystemExit, KeyboardInterrupt):  # Ctrl+C (Lightning turns it into sys.exit(1)) or SIGTERM
+            if not child:
+                _write_interrupted(output_dir, record, trainer, last, overrides)
+            raise
+        summary = {
+            **record,
+            "status": "interrupted" if trainer.interrupted else "done",
+            "resumed_from": resume_from,
+            "params": sum(p.numel() for p in module.net.parameters()),
+            "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "train_time_s": round(time.perf_counter() - start, 2),
+            "val/acc": _metric(trainer.callback_metrics.get("val/acc")),
+            "images_per_s": _metric(_steady_images_per_s(trainer)),
+            "data": _data_record(cfg),
+            "teachers": teachers,
+            **provenance(trainer),
+        }
+        if trainer.interrupted:
             _write_interrupted(output_dir, record, trainer, last, overrides)
-        raise
-    summary = {
-        **record,
-        "status": "interrupted" if trainer.interrupted else "done",
-        "resumed_from": resume_from,
-        "params": sum(p.numel() for p in module.net.parameters()),
-        "epochs": trainer.current_epoch,
-        "global_step": trainer.global_step,
-        "train_time_s": round(time.perf_counter() - start, 2),
-        "val/acc": _metric(trainer.callback_metrics.get("val/acc")),
-        "images_per_s": _metric(_steady_images_per_s(trainer)),
-        "data": _data_record(cfg),
-        "teachers": teachers,
-        **provenance(trainer),
-    }
-    if trainer.interrupted:
-        _write_interrupted(output_dir, record, trainer, last, overrides)
-        return summary
-    if cfg.test:
-        test_metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
-        summary.update({key: _metric(value) for key, value in test_metrics.items()})
-    summary["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    if not child and trainer.is_global_zero:
-        write_summary(output_dir, summary, replace_done=True)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        # the next job of a multirun starts its own ranks: this job's process group must not outlive it
-        torch.distributed.destroy_process_group()
+            return summary
+        if cfg.test:
+            test_metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+            summary.update({key: _metric(value) for key, value in test_metrics.items()})
+        summary["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        if not child and trainer.is_global_zero:
+            write_summary(output_dir, summary, replace_done=True)
     return summary
 
 
@@ -203,20 +201,35 @@ def _run_log(output_dir: Path, child: bool):
         handler.close()
 
 
+DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
 @contextlib.contextmanager
-def _single_run_argv(overrides: list[str]):
-    """Inside a multirun, Lightning's DDP launcher starts the other ranks with this process's ``sys.argv``: the
-    whole multirun. For the duration of ``fit`` it sees this job's own command instead (a single run, which the
-    launcher pins to this job's folder with ``hydra.run.dir``)."""
-    if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
-        yield
-        return
-    saved = sys.argv
-    sys.argv = ddp_child_argv(saved[0], overrides)
+def _ddp_job(overrides: list[str]):
+    """One multirun job's DDP ranks, and nothing more.
+
+    Lightning's DDP launcher starts the other ranks with this process's ``sys.argv``: inside a multirun, the whole
+    multirun. While the job fits and tests, it sees the job's own command instead (a single run, which the launcher
+    pins to this job's folder with ``hydra.run.dir``). Afterwards the process group and the rank variables the
+    launcher exported go: with ``LOCAL_RANK`` left set, the next job's launcher would think its ranks were started
+    by someone else and wait for them forever.
+    """
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    saved_argv, saved_env = sys.argv, {key: os.environ.get(key) for key in DDP_ENV}
+    if multirun:
+        sys.argv = ddp_child_argv(saved_argv[0], overrides)
     try:
         yield
     finally:
-        sys.argv = saved
+        sys.argv = saved_argv
+        if multirun and not is_ddp_child():
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 def ddp_child_argv(program: str, overrides: list[str]) -> list[str]:

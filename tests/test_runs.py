@@ -237,3 +237,14 @@ def test_finding8_ddp_ranks_of_a_multirun_job_run_that_job_once(tmp_path, monkey
     summary = train(compose_run(tmp_path, "+experiment=mnist_ce"))
     folder = Path(summary["run_dir"])
     assert summary["status"] == "done" and not (folder / "summary.json").exists() and not (folder / ".lock").exists()
+
+
+def test_finding8_cpu_ddp_multirun_runs_each_job_once_on_both_ranks_and_writes_one_table(tmp_path):
+    """The real thing on CPU (gloo): two jobs, two ranks each, one table; rank 1 never re-launches the sweep."""
+    result = run_cli("-m", "+experiment=mnist_ce", "seed=0,1", *CLI_FAST, "trainer.devices=2", "+trainer.strategy=ddp",
+                     f"paths.log_dir={tmp_path}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert output.count("[rank: 1] Seed set to 0") == 1 and output.count("[rank: 1] Seed set to 1") == 1
+    assert len(list((tmp_path / "tables").glob("*.md"))) == 1
+    assert sorted(json.loads(p.read_text())["status"] for p in tmp_path.rglob("summary.json")) == ["done", "done"]
