@@ -135,7 +135,7 @@ def run_ours(setup: dict, overrides: list[str], npz: Path, train_images: int, ep
             cfg = compose("train", overrides=[
                 f"+experiment={setup['prefix']}_{phase}", *overrides, "data/source=npz", f"data.source.path={npz}",
                 f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=0", "+trainer.num_sanity_val_steps=0",
-                "test=false", "resume=false", f"paths.log_dir={out}", f"paths.output_dir={out}/{phase}",
+                "test=false", "resume=false", "retrain=true", f"paths.log_dir={out}", f"paths.output_dir={out}/{phase}",
                 *([f"teacher.checkpoint={out}/teacher/checkpoints/last.ckpt"] if phase not in ("teacher", "ce") else []),
             ])
             summary, peak = timed(lambda: train(cfg), device)
