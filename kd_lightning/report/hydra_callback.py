@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -37,5 +38,12 @@ class SummaryTable(Callback):
         self.path.write_text(markdown_table(summaries, self.metric, self.baseline))
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        if self.path is not None:
-            log.info("Results table: %s\n%s", self.path, self.path.read_text())
+        if self.path is None or not self.path.is_file():
+            return
+        log.info("Runs in %s/ (TensorBoard: tensorboard --logdir %s). Results table: %s\n%s",
+                 config.paths.log_dir, config.paths.log_dir, self.path, self.path.read_text())
+        failed = [s for s in read_summaries(p for p in self.job_dirs if p.is_file()) if s.get("status") == "failed"]
+        if failed:
+            names = ", ".join(f"{s['run_name']} seed {s['seed']}" for s in failed)
+            log.error("%d of %d jobs failed: %s", len(failed), len(self.job_dirs), names)
+            sys.exit(1)
