@@ -18,7 +18,7 @@ from kd_lightning.distill.adapters import ConvRegressor
 from kd_lightning.distill.crd import CRD
 from kd_lightning.distill.multilayer import LayerSum
 from kd_lightning.errors import ConfigError, FeatureShapeError, MissingTeacherError
-from kd_lightning.train import train
+from kd_lightning.train import _scheduler, train
 
 from conftest import CONF, compose_config
 
@@ -204,18 +204,17 @@ def test_layers_whose_shapes_cannot_be_compared_name_both(tmp_path, teacher_stat
 
 
 def schedule(cfg, points: list[int]) -> dict[int, float]:
-    """Build the optimizer and scheduler from the composed config (``interval`` is Lightning's, popped as the
-    training entry point does) and step the scheduler; the learning rate in force at each point."""
+    """Build the optimizer and Lightning's scheduler config as the training entry point does, step the scheduler
+    once per unit of its ``interval``; the learning rate in force at each point."""
     optimizer = instantiate(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
-    options = OmegaConf.to_container(cfg.scheduler, resolve=True)
-    options.pop("interval", None)
-    scheduler = instantiate(options)(optimizer=optimizer)
+    config = _scheduler(cfg.scheduler)(optimizer=optimizer)
+    assert config["interval"] == cfg.scheduler.interval and config["frequency"] == 1
     optimizer.step()  # once, so the scheduler sees a stepped optimizer; its learning rate is all that is read
     lrs = {}
     for step in range(max(points) + 1):
         if step in points:
             lrs[step] = optimizer.param_groups[0]["lr"]
-        scheduler.step()
+        config["scheduler"].step()
     return lrs
 
 
