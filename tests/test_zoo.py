@@ -155,6 +155,13 @@ def test_every_cifar100_teacher_trains_a_step(teacher, tmp_path, teacher_state, 
     assert summary["status"] == "done" and cfg.run_name == f"cifar100_{teacher}" and cfg.data.num_classes == 100
 
 
+@pytest.mark.parametrize("model", ["resnet20", "resnet110"])
+def test_he_resnet_experiment_trains_a_step_of_any_depth(model, tmp_path, teacher_state, one_thread):
+    cfg, summary = run(tmp_path, teacher_state, "+experiment=cifar10/he_resnet", f"model={model}")
+    assert summary["status"] == "done" and summary["params"] == {"resnet20": 272_474, "resnet110": 1_730_714}[model]
+    assert cfg.scheduler.interval == "step" and cfg.data.num_classes == 10
+
+
 def test_a_pairs_teacher_is_found_in_its_experiments_run_folder(tmp_path):
     """teacher=pair looks in <log_dir>/cifar100_teacher_<teacher model>/seed<seed>/ (the run of
     +experiment=cifar100/teacher_<model>), and says how to train it when it is not there."""
