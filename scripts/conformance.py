@@ -1,10 +1,13 @@
 """Captured vs eager on the GPU: the fast path must train the same model as the eager step.
 
-For each case, two fits start from the same weights and see the same batches (GPU-resident, seeded order):
-one with ``speed.capture_step=true`` (the step replayed as a CUDA graph), one with the scheme's own eager step;
-every other fast option is the same in both (bf16 autocast, channels_last, the teacher cache, fused
-optimizers). Per step it records the logged training loss and the learning rate the optimizer holds (the
-value the graph reads); at the end it compares the trajectories and the final weights.
+For each case, fits start from the same weights and see the same batches (GPU-resident, seeded order): one
+with ``speed.capture_step=true`` (the step replayed as a CUDA graph) and two with the scheme's own eager step,
+one holding its learning rates in the same float32 device tensors as the captured step (the same arithmetic:
+the check), one with torch's default Python-float rates (reported beside it: the float32 rounding of a rate,
+~1e-7, is all that differs, and chaotic losses amplify it). Every other fast option is the same in all
+(bf16 autocast, channels_last, the teacher cache, fused optimizers). Per step it records the logged training
+loss and the learning rate the optimizer holds (the value the graph reads); at the end it compares the
+trajectories and the final weights.
 
 Cases: every experiment in ``conf/experiment/`` (shortened, synthetic data, random teachers) and every
 optimizer × schedule (Adam, SGD × none, cosine, multistep, warm-up + cosine, OneCycle with and without
@@ -36,8 +39,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR, OneCycleLR
 
 from kd_lightning.data import ClassificationDataModule, SyntheticSource
 from kd_lightning.distill import CrossEntropy, SoftTargetKD
-from kd_lightning.fast import FastPath
-from kd_lightning.fast import optim as fast_optim
+from kd_lightning.fast import FastPath, graph_safe_optimizer
 from kd_lightning.models import DeepNN, LightNN
 from kd_lightning.modules import DistillationModule, SupervisedModule
 from kd_lightning.modules.schedules import warmup_cosine
@@ -78,12 +80,21 @@ def datamodule(seed: int = 0) -> ClassificationDataModule:
 DEVICE = {"accelerator": "gpu", "precision": "bf16-mixed"}  # --device cpu: a dry run of the script itself
 
 
-def fit(build, data, capture: bool, epochs: int = EPOCHS, limit: int | None = None) -> tuple[Trajectory, torch.Tensor]:
+class TensorRates(L.Callback):
+    """The eager step with the captured step's learning-rate arithmetic: float32 device tensors."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        graph_safe_optimizer(trainer.optimizers[0], pl_module.device, capture=False)
+
+
+def fit(build, data, capture: bool, epochs: int = EPOCHS, limit: int | None = None,
+        tensor_rates: bool = False) -> tuple[Trajectory, torch.Tensor]:
     torch.manual_seed(0)
     module, trajectory = build(), Trajectory()
     speed = FastPath(channels_last=True, capture_step=capture, teacher_cache=True, matmul_bias_grad=True)
+    extra = [TensorRates()] if tensor_rates else []
     trainer = L.Trainer(devices=1, **DEVICE, max_epochs=epochs, logger=trajectory,
-                        callbacks=[trajectory, speed], log_every_n_steps=1, limit_val_batches=0,
+                        callbacks=[trajectory, speed, *extra], log_every_n_steps=1, limit_val_batches=0,
                         limit_train_batches=limit or 1.0, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, benchmark=False)
     L.seed_everything(0, verbose=False)
@@ -102,7 +113,9 @@ def compare(name: str, build, data_factory, expect_mismatch: bool = False, **fit
     with warnings.catch_warnings(record=True) as caught, _captured_log() as log_lines:
         warnings.simplefilter("always")
         captured, w_captured = fit(build, data_factory(), capture=True, **fit_kw)
-        eager, w_eager = fit(build, data_factory(), capture=False, **fit_kw)
+        eager, w_eager = fit(build, data_factory(), capture=False, tensor_rates=True, **fit_kw)
+        plain, w_plain = fit(build, data_factory(), capture=False, **fit_kw)
+        _, w_again = fit(build, data_factory(), capture=False, tensor_rates=True, **fit_kw)  # the GPU's own noise
     n = min(len(captured.losses), len(eager.losses))
     result = {
         "case": name,
@@ -111,18 +124,27 @@ def compare(name: str, build, data_factory, expect_mismatch: bool = False, **fit
         "lr_max_rel_diff": max((abs(a - b) / max(abs(b), 1e-12) for a, b in zip(captured.lrs, eager.lrs)), default=0.0),
         "loss_rel_diff": relative(captured.losses[:n], eager.losses[:n]),
         "weights_rel_diff": relative(w_captured, w_eager),
-        "fell_back": any("running the same step eagerly" in line for line in log_lines),
+        "vs_float_rates_lr_max_rel_diff": max(
+            (abs(a - b) / max(abs(b), 1e-12) for a, b in zip(captured.lrs, plain.lrs)), default=0.0),
+        "vs_float_rates_weights_rel_diff": relative(w_captured, w_plain),
+        "eager_vs_eager_weights_rel_diff": relative(w_again, w_eager),
+        "fell_back": any("eagerly" in line for line in log_lines),
         "seconds": round(time.perf_counter() - start, 1),
     }
-    same = (len(captured.lrs) == len(eager.lrs) and result["lr_max_rel_diff"] < 1e-6
-            and result["loss_rel_diff"] < TOLERANCE and result["weights_rel_diff"] < TOLERANCE)
+    # a difference counts when it exceeds the tolerance and twice what two identical eager runs differ by (kernels
+    # with atomics, cuBLAS algorithm choice per stream: chaotic losses amplify these the same way)
+    noise = 2 * result["eager_vs_eager_weights_rel_diff"]
+    same = (len(captured.lrs) == len(eager.lrs) == len(plain.lrs) and result["lr_max_rel_diff"] < 1e-6
+            and result["vs_float_rates_lr_max_rel_diff"] < 1e-6
+            and result["loss_rel_diff"] < max(TOLERANCE, noise) and result["weights_rel_diff"] < max(TOLERANCE, noise))
     result["ok"] = same != expect_mismatch
     verdict = "ok" if result["ok"] else "MISMATCH"
     if expect_mismatch:
         verdict += " (control: must differ, " + ("caught" if not same else "NOT caught") + ")"
     print(f"{verdict:8s} {name:46s} steps {result['steps']:3d}  lr changes {result['lr_changes']:3d}  "
           f"lr Δ {result['lr_max_rel_diff']:.1e}  loss Δ {result['loss_rel_diff']:.1e}  "
-          f"weights Δ {result['weights_rel_diff']:.1e}{'  (eager fallback)' if result['fell_back'] else ''}  "
+          f"weights Δ {result['weights_rel_diff']:.1e} | eager twice: {result['eager_vs_eager_weights_rel_diff']:.1e} "
+          f"| float rates: weights Δ {result['vs_float_rates_weights_rel_diff']:.1e}{'  (eager fallback)' if result['fell_back'] else ''}  "
           f"{result['seconds']} s", flush=True)
     return result
 
@@ -194,24 +216,25 @@ def matrix_cases(only: str | None) -> list[dict]:
 
 
 def control_case(only: str | None) -> list[dict]:
-    """The old behaviour: learning rates left as Python floats, read once at capture. Must be caught."""
+    """The old behaviour: learning rates left as Python floats read once at capture, and no re-capture when they
+    change. Must be caught."""
     name = "control: lr baked into the graph (old code)"
     if only and only not in name:
         return []
-    original = fast_optim.graph_safe_optimizer
+    from kd_lightning.fast import callback
 
     def baked(optimizer, device, capture):
         for group in optimizer.param_groups:  # capturable, but the rate stays a host float
             group.setdefault("capturable", True)
         return None
 
-    scheduler = schedules(0.05)["multistep"]
+    originals = callback.graph_safe_optimizer, callback.frozen_optimizer_values
     try:
-        from kd_lightning.fast import callback
-        callback.graph_safe_optimizer = baked
-        return [compare(name, kd_student(OPTIMIZERS["sgd"], scheduler), datamodule, expect_mismatch=True)]
+        callback.graph_safe_optimizer, callback.frozen_optimizer_values = baked, lambda optimizer: ()
+        return [compare(name, kd_student(OPTIMIZERS["sgd"], schedules(0.05)["multistep"]), datamodule,
+                        expect_mismatch=True)]
     finally:
-        callback.graph_safe_optimizer = original
+        callback.graph_safe_optimizer, callback.frozen_optimizer_values = originals
 
 
 def experiment_cases(only: str | None, workdir: Path) -> list[dict]:

@@ -28,10 +28,10 @@ def graph_safe_optimizer(optimizer: torch.optim.Optimizer, device: torch.device,
     for group in optimizer.param_groups:
         if group.get("differentiable"):
             return f"{name}(differentiable=True) cannot be captured"
-        if group.get("fused"):
-            continue
-        if "capturable" in optimizer.defaults:
+        if "capturable" in optimizer.defaults:  # fused or not: torch refuses to capture a non-capturable group
             group["capturable"] = True
+        elif group.get("fused"):
+            continue
         elif "fused" in optimizer.defaults:
             group["fused"], group["foreach"] = True, False
         else:
