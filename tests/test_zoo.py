@@ -29,7 +29,7 @@ REPDISTILLER_PAIRS = [
     "resnet32x4_shufflenetv2", "resnet56_resnet20", "vgg13_mobilenetv2", "vgg13_vgg8", "wrn40_2_wrn16_2",
     "wrn40_2_wrn40_1",
 ]
-# every training scheme but data_free (its own datamodule: a generator makes the images) and multi_teacher (needs a
+# every training scheme (none: labels only) but data_free (its own datamodule: a generator makes the images) and multi_teacher (needs a
 # teacher group of several networks, e.g. teacher=cifar10_deep_nn_pair)
 METHODS = sorted({p.stem for p in (CONF / "distill").glob("*.yaml")} - {"data_free", "multi_teacher"})
 # the methods with published CIFAR-100 weights have their own experiment; the others run with their yaml's defaults
@@ -134,7 +134,7 @@ def test_every_pair_trains_a_step_with_fitnets_on_100_classes(pair, tmp_path, te
     assert cfg.optimizer.lr == (0.01 if "mobilenet" in pair or "shufflenet" in pair else 0.05)
 
 
-@pytest.mark.parametrize("method", ["none", *METHODS])
+@pytest.mark.parametrize("method", METHODS)
 def test_every_method_trains_a_step_on_a_zoo_pair_on_10_classes(method, tmp_path, teacher_state, one_thread):
     cfg, summary = run(tmp_path, teacher_state, *method_overrides(method), "pair=resnet56_resnet20", "data=cifar10")
     assert summary["status"] == "done" and cfg.data.num_classes == 10
@@ -191,7 +191,7 @@ def cosine_cannot_compare(pair: str) -> bool:
 
 @pytest.mark.zoo_full
 @pytest.mark.parametrize("num_classes", [10, 100])
-@pytest.mark.parametrize("method", ["none", *METHODS])
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("pair", REPDISTILLER_PAIRS)
 def test_zoo_full_every_pair_with_every_method(pair, method, num_classes, tmp_path, teacher_state, one_thread):
     data = [] if num_classes == 100 else ["data=cifar10"]
