@@ -71,6 +71,7 @@ def run_config(cfg: DictConfig) -> dict:
         "batch_size": cfg.data.get("batch_size"),
         "max_train_samples": cfg.data.get("max_train_samples"),
         "precision": cfg.trainer.get("precision"),
+        "limit_train_batches": cfg.trainer.get("limit_train_batches"),
     }
 
 

@@ -65,3 +65,4 @@ def log_hparams(loggers: list[Logger], cfg: DictConfig, summary: Mapping, step: 
                 logger.log_hyperparams(params, metrics, step=step)
         else:
             logger.log_hyperparams(params)
+        logger.finalize("success")  # Trainer.test closed the writers already: flush what this wrote
