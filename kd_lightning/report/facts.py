@@ -37,7 +37,12 @@ def _scalars(node: Mapping) -> dict:
 
 
 def _model_name(node: Mapping, choice: str | None) -> str | None:
-    """``light_nn`` under Hydra; outside it the class plus its scalar/list arguments (``MLP(hidden=[128])``)."""
+    """``light_nn`` under Hydra; outside it the class plus its scalar/list arguments (``MLP(hidden=[128])``).
+    A library model is its factory and name (``torchvision_model:resnet18``), also inside a TeacherAdapter."""
+    if isinstance(node, Mapping) and isinstance(node.get("net"), Mapping):  # an adapter around the real network
+        return _model_name(node["net"], None)
+    if isinstance(node, Mapping) and isinstance(node.get("name"), str) and "_target_" in node:
+        return f"{_target_name(node)}:{node['name']}"
     if choice:
         return choice
     name = _target_name(node)
@@ -45,6 +50,12 @@ def _model_name(node: Mapping, choice: str | None) -> str | None:
         return None
     args = {k: v for k, v in node.items() if k not in ("_target_", "num_classes") and isinstance(v, (*Scalar, list))}
     return f"{name}({', '.join(f'{k}={v}' for k, v in args.items())})" if args else name
+
+
+def _teacher_name(net: Mapping | None, choice: str | None) -> str | None:
+    """The teacher config's name (``mnist_mlp``), unless it is a generic one around a library model."""
+    from_net = _model_name(net, None) if net is not None else None
+    return from_net if (from_net and ":" in from_net) or not choice else choice
 
 
 def run_config(cfg: DictConfig) -> dict:
@@ -60,7 +71,7 @@ def run_config(cfg: DictConfig) -> dict:
     return {
         "dataset": cfg.data.get("name"),
         "model": _model_name(model, choices.get("model")),
-        "teacher": (choices.get("teacher") or _model_name(teacher_net, None)) if teacher is not None else None,
+        "teacher": _teacher_name(teacher_net, choices.get("teacher")) if teacher is not None else None,
         "method": choices.get("distill") or _target_name(container(distill)) if distill else None,
         "terms": {name: _scalars(term) for name, term in terms.items() if isinstance(term, Mapping)},
         "optimizer": choices.get("optimizer") or _target_name(container(optimizer)),
