@@ -41,7 +41,7 @@ def test_rows_group_seeds_and_compare_with_the_baseline_of_the_same_overrides():
         baseline="ce",
     )
     rows = rows_of(table)
-    assert "| 71.00 ± 1.41 | +0.00 | s0: 70.00, s1: 72.00 | 1,000 | 10.5 |" in rows["ce", "–"]
+    assert "| 71.00 ± 1.41 | baseline | s0: 70.00, s1: 72.00 | 1,000 | 10.5 |" in rows["ce", "–"]
     assert "| 73.00 ± 2.83 | +2.00 |" in rows["kd", "–"]
     # lr=1 is a different setting: no CE run has it, so no Δ (the old table said -11.00)
     assert "| 60.00 ± 0.00 | – |" in rows["kd", "lr=1"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
+
+logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its directory watcher logs every file at INFO
 
 
 def read_scalars(run_dir: str | Path, tag: str = "val/acc") -> pd.DataFrame:

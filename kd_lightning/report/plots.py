@@ -11,30 +11,31 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from kd_lightning.report.curves import read_scalars  # noqa: E402
-from kd_lightning.report.table import Group, natural_key  # noqa: E402
+from kd_lightning.report.table import natural_key  # noqa: E402
 
 
-def _label(group: Group) -> str:
-    return f"{group.run} {group.overrides}".strip()
+def _label(row: dict) -> str:
+    return f"{row['run']} {row['distinct_overrides']}".strip()
 
 
 def accuracy_bars(rows: list[dict], metric: str, path: Path) -> Path:
     """Mean ``metric`` per configuration with ±std error bars over seeds, Δ to the matched CE run on each bar."""
     rows = [r for r in rows if r[f"{metric} mean"] is not None]
-    labels = [_label(r["_group"]) for r in rows]
+    labels = [_label(r) for r in rows]
     means = [100 * r[f"{metric} mean"] for r in rows]
     stds = [100 * r[f"{metric} std"] for r in rows]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(rows) + 2), 4.5))
-    bars = ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
-    for bar, row in zip(bars, rows):
-        if row["delta_pp"] is not None:
-            ax.annotate(f"{row['delta_pp']:+.2f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        xytext=(0, 8), textcoords="offset points", ha="center", fontsize=8)
+    colors = ["tab:gray" if r["is_baseline"] else "tab:blue" for r in rows]
+    bars = ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color=colors, alpha=0.85)
+    for bar, row, std in zip(bars, rows, stds):
+        text = "CE only" if row["is_baseline"] else f"{row['delta_pp']:+.2f}" if row["delta_pp"] is not None else ""
+        ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height() + std), xytext=(0, 3),
+                    textcoords="offset points", ha="center", fontsize=8)
     ax.set_xticks(range(len(rows)), labels, rotation=40, ha="right", fontsize=8)
     low = min(m - s for m, s in zip(means, stds)) if means else 0
     ax.set_ylim(max(0.0, low - 5), min(100.0, max(means, default=100) + 5))
     ax.set_ylabel(f"{metric} % (mean ± std over seeds)")
-    ax.set_title(f"{metric}; numbers: Δ vs the CE-only run with the same settings (pp)", fontsize=9)
+    ax.set_title(f"{metric}; numbers: Δ (pp) vs the CE-only run (grey) with the same settings", fontsize=9)
     return _save(fig, path)
 
 
@@ -70,6 +71,9 @@ def accuracy_vs(rows: list[dict], key: str, metric: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for line, part in frame.groupby("line", sort=False):
         ax.errorbar(part["x"], part["mean"], yerr=part["std"], marker="o", capsize=3, label=line)
+    for name in dict.fromkeys(r["baseline"] for r in rows if r["baseline"] and r["_group"].swept.get(key) is not None):
+        base = next(r for r in rows if r["run"] == name and r["is_baseline"])
+        ax.axhline(100 * base[f"{metric} mean"], color="grey", linestyle="--", label=f"{name} (CE only)")
     if frame["x"].gt(0).all() and frame["x"].max() / frame["x"].min() >= 100:
         ax.set_xscale("log")
     ax.set_xlabel(key)
@@ -88,26 +92,25 @@ def validation_curves(rows: list[dict], path: Path, tag: str = "val/acc") -> Pat
     """Every run's ``tag`` against the training step, overlaid; ``None`` when no run logged it."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     drawn = 0
-    for row in sorted(rows, key=lambda r: natural_key(_label(r["_group"]))):
+    for row in sorted(rows, key=lambda r: natural_key(_label(r))):
         for run in row["_group"].runs:
             if "_dir" not in run:
                 continue
             series = read_scalars(run["_dir"], tag)
             if not series.empty:
                 ax.plot(series["step"], 100 * series["value"], marker=".", alpha=0.8,
-                        label=f"{_label(row['_group'])} s{run['seed']}")
+                        label=f"{_label(row)} s{run['seed']}")
                 drawn += 1
     if not drawn:
         plt.close(fig)
         return None
     ax.set_xlabel("step")
     ax.set_ylabel(f"{tag} %")
-    ax.legend(fontsize=6, ncol=2 if drawn > 8 else 1)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=2 if drawn > 16 else 1)
     return _save(fig, path)
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # room for long tick labels and an outside legend
     plt.close(fig)
     return path

@@ -106,6 +106,18 @@ def group_runs(summaries: list[dict]) -> list[Group]:
     return sorted(groups.values(), key=lambda g: (first_seen[g.run], natural_key(g.overrides)))
 
 
+def common_overrides(groups: list[Group]) -> dict[str, str]:
+    """The overrides every row shares (shown once above the table, not in every row)."""
+    if len(groups) < 2:
+        return {}
+    items = [split_overrides(g.overrides) for g in groups]
+    return {k: v for k, v in items[0].items() if all(other.get(k) == v for other in items[1:])}
+
+
+def short_overrides(group: Group, common: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in split_overrides(group.overrides).items() if common.get(k) != v)
+
+
 def _describe(settings: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in settings.items())
 
@@ -159,6 +171,7 @@ def table_rows(summaries: list[dict], metric: str = "test/acc", baseline: str | 
     """The table as records (one per configuration): what the markdown and CSV files show."""
     groups = group_runs(summaries)
     comparisons = compare(groups, metric, baseline)
+    common = common_overrides(groups)
     rows = []
     for i, group in enumerate(groups):
         mean, std = group.mean_std(metric)
@@ -168,10 +181,12 @@ def table_rows(summaries: list[dict], metric: str = "test/acc", baseline: str | 
         rows.append({
             "run": group.run,
             "overrides": group.overrides,
+            "distinct_overrides": short_overrides(group, common),
             "seeds": len(done),
             f"{metric} mean": mean,
             f"{metric} std": std,
             "delta_pp": comparison.delta,
+            "is_baseline": comparison.baseline is group,
             "baseline": comparison.baseline.run if comparison.baseline else None,
             "no_delta_because": comparison.reason or None,
             "per_seed": {r["seed"]: r.get(metric) if r.get(metric) is not None else r.get("status", "?").upper()
@@ -194,7 +209,7 @@ def markdown_table(summaries: list[dict], metric: str = "test/acc", baseline: st
     rows = table_rows(summaries, metric, baseline)
     groups = [row["_group"] for row in rows]
     with_delta = any(row["baseline"] or row["no_delta_because"] for row in rows)
-    bases = list(dict.fromkeys(row["baseline"] for row in rows if row["baseline"]))
+    bases = list(dict.fromkeys(row["baseline"] for row in rows if row["baseline"] and not row["is_baseline"]))
     versus = bases[0] if len(bases) == 1 else "the CE-only run with the same settings"
     lines = []
     varying = _varying(groups)
@@ -204,6 +219,9 @@ def markdown_table(summaries: list[dict], metric: str = "test/acc", baseline: st
                      f"settings and seeds; '–' where none ran.\n")
     elif groups and groups[0].config is not None:
         lines.append(f"Settings: {_describe(groups[0].settings)}\n")
+    common = common_overrides(groups)
+    if common:
+        lines.append(f"Every run: {','.join(f'{k}={v}' for k, v in common.items())}\n")
     lines += [
         f"| run | overrides | {metric} % (mean ± std) |" + (f" Δ vs {versus} (pp) |" if with_delta else "")
         + " per seed | params | train time (s, mean) |",
@@ -217,11 +235,13 @@ def markdown_table(summaries: list[dict], metric: str = "test/acc", baseline: st
         delta = ""
         if with_delta:
             delta = f" {row['delta_pp']:+.2f} |" if row["delta_pp"] is not None else " – |"
+            if row["is_baseline"]:
+                delta = " baseline |"
             if row["no_delta_because"]:
-                notes.append(f"No Δ for {row['run']} {row['overrides'] or ''}: {row['no_delta_because']}.".replace("  ", " "))
+                notes.append(f"No Δ for {row['run']} {row['distinct_overrides']}: {row['no_delta_because']}.".replace(" :", ":"))
         params = f"{row['params']:,}" if row["params"] is not None else "–"
         time = f"{row['train_time_s']:.1f}" if row["train_time_s"] is not None else "–"
-        lines.append(f"| {row['run']} | {row['overrides'] or '–'} | {spread} |{delta} {per_seed} | {params} | {time} |")
+        lines.append(f"| {row['run']} | {row['distinct_overrides'] or '–'} | {spread} |{delta} {per_seed} | {params} | {time} |")
     lines += [f"\n{note}" for note in notes]
     for summary in summaries:
         if summary.get("status") == "failed":
