@@ -24,7 +24,8 @@ from kd_lightning.export.checkpoint import rebuild_facts
 from kd_lightning.lr_find import find_lr
 from kd_lightning.report import EpochThroughput
 from kd_lightning.report.facts import safe_run_config
-from kd_lightning.report.loggers import instantiate_loggers, log_hparams
+from kd_lightning.report.hparams import log_hparams
+from kd_lightning.report.loggers import instantiate_loggers
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,8 @@ def train(cfg: DictConfig) -> dict:
     elif cfg.test:
         test_metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
         summary.update({key: _metric(value) for key, value in test_metrics.items()})
-    log_hparams(loggers, cfg, summary, trainer.global_step)  # TensorBoard's HPARAMS tab: settings vs val/test acc
     _write_summary(output_dir, summary)
+    log_hparams(loggers, cfg, summary, trainer.global_step)  # TensorBoard's HPARAMS tab: settings vs val/test acc
     return summary
 
 

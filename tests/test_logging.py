@@ -17,32 +17,34 @@ def hparams_plugin(run_dir):
     accumulator = EventAccumulator(str(run_dir))
     accumulator.Reload()
     content = accumulator.PluginTagToContent("hparams")
-    parsed = {}
-    for tag, data in content.items():
-        message = plugin_data_pb2.HParamsPluginData.FromString(data)
-        parsed[tag] = message
-    return accumulator, parsed
+    return accumulator, {tag: plugin_data_pb2.HParamsPluginData.FromString(data) for tag, data in content.items()}
 
 
 def test_hparams_tab_gets_the_settings_against_val_and_test_accuracy(make_config, teacher_state, tmp_path):
-    cfg = make_config("+experiment=mnist_kd", "distill.terms.kd.temperature=3")
-    cfg = make_config("+experiment=mnist_kd", "distill.terms.kd.temperature=3",
-                      f"teacher.checkpoint={teacher_state(instantiate(cfg.teacher.net))}")
-    summary = train(cfg)
+    cfg = make_config("+experiment=mnist_kd")
+    teacher = f"teacher.checkpoint={teacher_state(instantiate(cfg.teacher.net))}"
+    summary = train(make_config("+experiment=mnist_kd", "distill.terms.kd.temperature=3", teacher))
     accumulator, plugin = hparams_plugin(tmp_path / "run")
-    experiment = plugin["_hparams_/experiment"].experiment
-    assert {m.name.tag for m in experiment.metric_infos} == {"val/acc", "test/acc"}
+    assert set(plugin) == {"_hparams_/session_start_info", "_hparams_/session_end_info"}  # no per-run definition
     session = plugin["_hparams_/session_start_info"].session_start_info.hparams
-    assert session["terms.kd.temperature"].number_value == 3.0
-    assert session["terms.kd.weight"].number_value == pytest.approx(0.3)
-    assert session["terms.ce.weight"].number_value == pytest.approx(0.7)
+    assert session["kd.temperature"].number_value == 3.0
+    assert session["kd.weight"].number_value == pytest.approx(0.3)
+    assert session["ce.weight"].number_value == pytest.approx(0.7)
     assert (session["seed"].number_value, session["lr"].number_value, session["epochs"].number_value) == (0, 1e-3, 1)
     assert session["run"].string_value == "mnist_kd" and session["teacher"].string_value.startswith("MLP(")
     tags = accumulator.Tags()["scalars"]
     assert "train/lr" in tags and not any(t.startswith("lr-") for t in tags)
-    # the hparams call adds no new point: val/acc has one value per validation, the last equal to the summary's
     assert [e.value for e in accumulator.Scalars("val/acc")][-1] == pytest.approx(summary["val/acc"], abs=1e-6)
-    assert len({e.step for e in accumulator.Scalars("val/acc")}) == len(accumulator.Scalars("val/acc"))
+
+    # a second run (a CE baseline): the one definition in <log_dir>/hparams covers both, differing columns first
+    train(make_config("+experiment=mnist_ce", f"paths.output_dir={tmp_path}/ce"))
+    _, plugin = hparams_plugin(tmp_path / "hparams")
+    experiment = plugin["_hparams_/experiment"].experiment
+    assert [m.name.tag for m in experiment.metric_infos] == ["val/acc", "test/acc"]
+    infos = [(h.name, h.differs) for h in experiment.hparam_infos]
+    assert infos[:5] == [("method", True), ("teacher", True), ("ce.weight", True), ("kd.weight", True),
+                         ("kd.temperature", True)]  # the five TensorBoard shows at first
+    assert infos[5] == ("run", True) and ("model", False) in infos and ("lr", False) in infos
 
 
 def test_csv_logger_writes_curves_the_report_reads(make_config, tmp_path):

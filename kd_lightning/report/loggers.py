@@ -1,19 +1,13 @@
-"""Loggers from ``conf/logger/`` and the hyperparameters they record.
-
-TensorBoard's HPARAMS tab gets one row per run: the settings a person compares (method, each term's weight
-and temperature, model, teacher, lr, epochs, seed, ...) against the run's final ``val/acc`` and ``test/acc``.
-"""
+"""Loggers from ``conf/logger/``, with a clear message when a logger's package is missing."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
-from omegaconf import DictConfig
+from lightning.pytorch.loggers import Logger
 
 from kd_lightning.errors import ConfigError
-from kd_lightning.report.facts import flatten, run_config
 
 # logger class → the pip extra that installs what it needs
 EXTRAS = {"WandbLogger": ("wandb", "wandb"), "MLFlowLogger": ("mlflow", "mlflow"), "CometLogger": ("comet_ml", None),
@@ -42,27 +36,3 @@ def instantiate_loggers(logger_cfg: Mapping | None) -> list[Logger]:
                 f"or pick an installed logger: logger=tensorboard, logger=csv"
             ) from err
     return loggers
-
-
-def hparams(cfg: DictConfig) -> dict:
-    """The flat, TensorBoard-friendly hyperparameters of a run (str/int/float/bool values only)."""
-    params = {**flatten(run_config(cfg)), "seed": cfg.seed, "run": cfg.run_name + cfg.get("run_tag", "")}
-    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
-
-
-def log_hparams(loggers: list[Logger], cfg: DictConfig, summary: Mapping, step: int) -> None:
-    """Record :func:`hparams` with the run's final ``val/acc`` and ``test/acc`` (call after testing).
-
-    Lightning's ``log_hyperparams(params, metrics)`` also writes ``metrics`` as scalars at ``step``: called at
-    the end with the last global step and the values already logged there, that adds no new point to a curve
-    (called at the start with placeholders, it would put a fake point at step 0 of ``val/acc``).
-    """
-    params = hparams(cfg)
-    metrics = {k: summary[k] for k in ("val/acc", "test/acc") if summary.get(k) is not None}
-    for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
-            if metrics:
-                logger.log_hyperparams(params, metrics, step=step)
-        else:
-            logger.log_hyperparams(params)
-        logger.finalize("success")  # Trainer.test closed the writers already: flush what this wrote
