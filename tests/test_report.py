@@ -165,3 +165,10 @@ def test_sweep_callback_writes_table_as_jobs_end_and_figures_at_the_end(tmp_path
             assert sorted(p.suffix for p in (tmp_path / "tables").iterdir()) == [".csv", ".md"]
     callback.on_multirun_end(None)
     assert sorted(p.suffix for p in (tmp_path / "tables").iterdir()) == [".csv", ".md", ".png", ".png", ".png"]
+
+
+def test_runs_alike_but_for_their_config_are_labelled_by_it():
+    trials = [run("kd", 0, acc, config=cfg("kd", teacher="t", kd={"weight": w, "temperature": t}))
+              for acc, w, t in [(0.9, 0.5, 2.0), (0.8, 0.25, 4.0)]]
+    labels = [row["distinct_overrides"] for row in table_rows(trials)]
+    assert labels == ["kd.weight=0.5, kd.temperature=2", "kd.weight=0.25, kd.temperature=4"]

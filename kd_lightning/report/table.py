@@ -118,8 +118,27 @@ def short_overrides(group: Group, common: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in split_overrides(group.overrides).items() if common.get(k) != v)
 
 
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _describe(settings: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in settings.items())
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in settings.items())
+
+
+def _labels(groups: list[Group], common: dict[str, str]) -> list[str]:
+    """Each row's distinct overrides; rows that would look alike (same run name and overrides, e.g. Optuna
+    trials) also show the config values that tell them apart."""
+    base = [short_overrides(g, common) for g in groups]
+    labels = list(base)
+    for i, group in enumerate(groups):
+        twins = [g for j, g in enumerate(groups) if (g.run, base[j]) == (group.run, base[i]) and g.config]
+        if len(twins) > 1 and group.config:
+            flats = [flatten(g.config) for g in twins]
+            keys = [k for k in dict.fromkeys(k for f in flats for k in f) if len({repr(f.get(k)) for f in flats}) > 1]
+            extra = _describe({k.removeprefix("terms."): flatten(group.config).get(k) for k in keys})
+            labels[i] = ",".join(part for part in (labels[i], extra) if part)
+    return labels
 
 
 def compare(groups: list[Group], metric: str, baseline: str | None = None) -> dict[int, Comparison]:
@@ -172,6 +191,7 @@ def table_rows(summaries: list[dict], metric: str = "test/acc", baseline: str | 
     groups = group_runs(summaries)
     comparisons = compare(groups, metric, baseline)
     common = common_overrides(groups)
+    labels = _labels(groups, common)
     rows = []
     for i, group in enumerate(groups):
         mean, std = group.mean_std(metric)
@@ -181,7 +201,7 @@ def table_rows(summaries: list[dict], metric: str = "test/acc", baseline: str | 
         rows.append({
             "run": group.run,
             "overrides": group.overrides,
-            "distinct_overrides": short_overrides(group, common),
+            "distinct_overrides": labels[i],
             "seeds": len(done),
             f"{metric} mean": mean,
             f"{metric} std": std,
@@ -214,7 +234,7 @@ def markdown_table(summaries: list[dict], metric: str = "test/acc", baseline: st
     lines = []
     varying = _varying(groups)
     if varying:
-        differ = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in varying.items())
+        differ = "; ".join(f"{k}: {', '.join(map(_fmt, v))}" for k, v in varying.items())
         lines.append(f"Settings differ between rows ({differ}): each Δ is against a CE-only run with the same "
                      f"settings and seeds; '–' where none ran.\n")
     elif groups and groups[0].config is not None:
