@@ -7,7 +7,8 @@ would show the columns of whichever run TensorBoard found first (a CE run has no
 ``metrics`` as extra scalar points. So each run here writes only its session (:func:`log_session`), and
 :func:`write_experiment` keeps one definition in ``<log_dir>/hparams/`` covering every run under ``log_dir``:
 the union of their hyperparameters, those that differ between runs first (TensorBoard shows the first five),
-and exactly two metric columns, ``val/acc`` and ``test/acc``.
+and exactly two metric columns, ``val/acc`` and ``test/acc``. (TensorBoard orders the columns by
+name within the differing and the constant ones.)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def hparams_of(config: Mapping | None, seed, run: str) -> dict:
     """The flat hyperparameters a person compares, from a summary's ``config``: str/float/bool values only."""
     flat = flatten(config or {})
     chosen = {k: v for key in COMPARED for k, v in flat.items() if k == key or k.startswith(f"{key}.")}
-    params = {**chosen, "seed": seed, "run": run}
+    params = {**chosen, "seed": seed}  # the run's name is TensorBoard's Trial ID already
     return {k.removeprefix("terms."): v if isinstance(v, (int, float, str, bool)) else str(v)
             for k, v in params.items()}
 
@@ -58,11 +59,9 @@ def log_session(loggers: list[Logger], cfg: DictConfig) -> None:
 
 
 def _rank(name: str) -> int:
-    """Column order: COMPARED's order (a term's settings where ``terms`` stands), the run name last."""
+    """Column order: COMPARED's order (a term's settings where ``terms`` stands)."""
     first = name.split(".", 1)[0]
-    if first in COMPARED:
-        return COMPARED.index(first)
-    return len(COMPARED) + 1 if name == "run" else COMPARED.index("terms")
+    return COMPARED.index(first) if first in COMPARED else COMPARED.index("terms")
 
 
 def _info(name: str, values: list):
