@@ -6,6 +6,7 @@ Compose the config → datamodule, module, callbacks, loggers, Trainer → fit (
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from kd_lightning.errors import KDError
 from kd_lightning.export.checkpoint import rebuild_facts
 from kd_lightning.lr_find import find_lr
+from kd_lightning.modules.supervised import lightning_scheduler
 from kd_lightning.report import EpochThroughput
 from kd_lightning.report.facts import safe_run_config
 from kd_lightning.report.hparams import log_hparams
@@ -34,15 +36,9 @@ def train(cfg: DictConfig) -> dict:
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
-    module = instantiate(
-        cfg.distill,
-        net=instantiate(cfg.model),
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        speed=instantiate(cfg.speed),
-    )
+    module = build_module(cfg)
     module.save_hyperparameters(rebuild_facts(cfg), logger=False)  # what kd_lightning.export rebuilds the net from
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + [instantiate(cfg.speed)]
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
@@ -74,6 +70,22 @@ def train(cfg: DictConfig) -> dict:
     _write_summary(output_dir, summary)
     log_hparams(loggers, cfg, summary, trainer.global_step)  # TensorBoard's HPARAMS tab: settings vs val/test acc
     return summary
+
+
+def build_module(cfg: DictConfig) -> L.LightningModule:
+    """The training scheme (``distill``) with its network, optimizer and scheduler, as the config says."""
+    return instantiate(cfg.distill, net=instantiate(cfg.model), optimizer=instantiate(cfg.optimizer),
+                       scheduler=_scheduler(cfg.get("scheduler")))
+
+
+def _scheduler(cfg: DictConfig | None):
+    """The scheduler config (``_target_`` a torch scheduler, plus ``interval``: epoch or step, and ``frequency``)
+    as a factory of Lightning's scheduler dict."""
+    if not cfg:
+        return None
+    options = OmegaConf.to_container(cfg, resolve=True)
+    timing = {key: options.pop(key) for key in ("interval", "frequency") if key in options}
+    return functools.partial(lightning_scheduler, instantiate(options), **timing)
 
 
 def _steady_images_per_s(trainer: L.Trainer) -> float | None:
@@ -114,12 +126,17 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as err:
         cause = _user_error(err)
         _write_summary(Path(cfg.paths.output_dir), {**_identity(cfg), "status": "failed", "error": str(cause or err)})
-        if cause is None:
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+        if cause is not None:
+            log.error("%s", cause)
+        elif multirun:
+            log.exception("job failed")  # a bug, not the user's input: the stack belongs in the job's log
+        else:
             raise
-        log.error("%s", cause)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            # Hydra records the failed job (the sweep's table lists it) and reports it when the sweep ends
-            raise cause.with_traceback(None) from None
+        if multirun:
+            # the job's summary says it failed; the sweep goes on, its table marks the job, and the sweep's
+            # exit status is non-zero (SummaryTable.on_multirun_end)
+            return None
         sys.exit(1)
     return summary.get(cfg.optimized_metric)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import random
+
 import numpy as np
 import pytest
 import torch
@@ -41,6 +43,14 @@ def compose_config(tmp_path: Path, *overrides: str, fast: bool = True) -> DictCo
                 *overrides,
             ],
         )
+
+
+@pytest.fixture(autouse=True)
+def seeded_randomness():
+    """Every test starts from the same random state, whatever ran before it (order-independent results)."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
 
 
 @pytest.fixture

@@ -45,6 +45,27 @@ def test_missing_data_offline_says_where_it_looked_and_how_to_provide_it(tmp_pat
         NpzSource(str(tmp_path / "missing.npz")).load()
 
 
+def test_mnist_offline_falls_back_to_the_embedded_copy_and_says_so(tmp_path, caplog):
+    import kd_lightning.data.sources as sources
+
+    sources._load_torchvision_or_embedded.cache_clear()
+    with caplog.at_level("WARNING"):
+        arrays = TorchvisionSource("mnist", str(tmp_path), download=False).load()
+    assert tuple(arrays.x_train.shape) == (60000, 1, 28, 28) and tuple(arrays.x_test.shape) == (10000, 1, 28, 28)
+    assert arrays.y_train.bincount().tolist()[:2] == [5923, 6742]  # MNIST's official class counts
+    assert [r.getMessage() for r in caplog.records if "shipped with kd_lightning" in r.getMessage()]
+
+
+def test_a_damaged_embedded_copy_is_refused(tmp_path, monkeypatch):
+    import kd_lightning.data.sources as sources
+
+    (tmp_path / "mnist.npz").write_bytes(b"not the dataset")
+    monkeypatch.setattr(sources, "EMBEDDED_DIR", tmp_path)
+    with pytest.raises(DataNotFoundError, match="damaged"):
+        sources.embedded_copy("mnist")
+    assert sources.embedded_copy("cifar10") is None  # nothing shipped: the download error stands
+
+
 def test_transform_normalises_with_the_datasets_mean_and_std():
     transform = BatchTransform(mean=[0.5, 0.25, 0.0], std=[0.5, 0.25, 1.0])
     images = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1).expand(2, 3, 2, 2)

@@ -16,12 +16,12 @@ def test_torchvision_model_by_name_with_weights_from_a_file(tmp_path):
     torch.manual_seed(0)
     source = torchvision_model("resnet18", num_classes=10)
     torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "w.pth")
-    loaded = torchvision_model("resnet18", num_classes=10, weights_file=str(tmp_path / "w.pth"))
+    loaded = torchvision_model("resnet18", num_classes=10, weights_path=str(tmp_path / "w.pth"))
     assert torch.equal(loaded.fc.weight, source.fc.weight) and loaded.fc.out_features == 10
-    with pytest.raises(ConfigError, match="unknown torchvision model 'resnet19'"):
-        torchvision_model("resnet19")
-    with pytest.raises(ConfigError, match="do not fit ResNet"):
-        torchvision_model("resnet18", num_classes=5, weights_file=str(tmp_path / "w.pth"))
+    with pytest.raises(ConfigError, match="unknown torchvision classification model .resnet19."):
+        torchvision_model("resnet19", num_classes=10)
+    with pytest.raises(ConfigError, match="does not fit"):
+        torchvision_model("resnet18", num_classes=5, weights_path=str(tmp_path / "w.pth"))
 
 
 def test_checkpoint_null_keeps_the_constructors_weights_frozen():

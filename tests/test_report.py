@@ -163,7 +163,7 @@ def test_sweep_callback_writes_table_as_jobs_end_and_figures_at_the_end(tmp_path
             {"hydra": {"runtime": {"output_dir": str(job_dir)}}})))
         if i == 0:
             assert sorted(p.suffix for p in (tmp_path / "tables").iterdir()) == [".csv", ".md"]
-    callback.on_multirun_end(None)
+    callback.on_multirun_end(OmegaConf.create({"paths": {"log_dir": str(tmp_path)}}))
     assert sorted(p.suffix for p in (tmp_path / "tables").iterdir()) == [".csv", ".md", ".png", ".png", ".png"]
 
 

@@ -13,7 +13,8 @@ from kd_lightning.data import ClassificationDataModule, SyntheticSource
 from kd_lightning.distill import CrossEntropy, Outputs, TfKDVirtualTeacher
 from kd_lightning.errors import ConfigError, LayerNotFoundError
 from kd_lightning.models import LightNN
-from kd_lightning.modules import MutualLearningModule, SelfDistillationModule, SpeedOptions, SupervisedModule
+from kd_lightning.fast import FastPath
+from kd_lightning.modules import MutualLearningModule, SelfDistillationModule, SupervisedModule
 from kd_lightning.modules.mutual import mutual_learning_losses
 from kd_lightning.train import train
 
@@ -116,9 +117,9 @@ def test_mutual_learning_kl_moves_only_the_student_and_pulls_the_cohort_together
 
 def test_mutual_learning_updates_every_member_with_the_captured_step_fallback(tmp_path):
     torch.manual_seed(0)
-    module = MutualLearningModule(LightNN(), [LightNN(), LightNN()], ADAM, speed=SpeedOptions(capture_step=True))
+    module = MutualLearningModule(LightNN(), [LightNN(), LightNN()], ADAM)
     before = [flat(m) for m in module.members()]
-    fit = trainer(tmp_path)
+    fit = trainer(tmp_path, callbacks=[FastPath(capture_step=True)])
     fit.fit(module, datamodule=cifar_like())
     assert fit.global_step == 3
     assert all(not torch.equal(b, flat(m)) for b, m in zip(before, module.members()))

@@ -7,6 +7,7 @@ import math
 import lightning.pytorch as L
 import pytest
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
 
@@ -14,12 +15,12 @@ from kd_lightning.data import ClassificationDataModule, SyntheticSource
 from kd_lightning.distill import CRD, CrossEntropy, HintMSE, Outputs, SoftTargetKD, TeacherEnsemble, load_teachers
 from kd_lightning.distill.crd import nce_loss
 from kd_lightning.errors import ConfigError, MissingTeacherError
+from kd_lightning.fast import FastPath
 from kd_lightning.models import DeepNN, LightNN
 from kd_lightning.modules import (
     DistillationModule,
     FitNetsModule,
     MultiTeacherDistillationModule,
-    SpeedOptions,
 )
 
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
@@ -199,18 +200,17 @@ class Snapshots(L.Callback):
                            if "step" in optimizer.state.get(p, {})})
 
 
-def fitnets_module(capture=False):
+def fitnets_module():
     regressor = nn.Sequential(nn.Conv2d(16, 64, 3, padding=1), nn.ReLU())
     terms = {"hint": HintMSE("features.2", "features.4", regressor), **kd_terms()}
-    return FitNetsModule(seeded(LightNN, 2), seeded(DeepNN, 1), terms, ADAM, hint_epochs=1,
-                         speed=SpeedOptions(capture_step=capture))
+    return FitNetsModule(seeded(LightNN, 2), seeded(DeepNN, 1), terms, ADAM, hint_epochs=1)
 
 
 @pytest.mark.parametrize("capture", [False, True], ids=["automatic", "manual_step"])
 def test_fitnets_stage_1_trains_up_to_the_guided_layer_and_stage_2_the_whole_student(tmp_path, capture):
-    module, snapshots = fitnets_module(capture), Snapshots()
+    module, snapshots = fitnets_module(), Snapshots()
     start = {n: p.detach().clone() for n, p in module.named_parameters()}
-    fit(module, data(), tmp_path, epochs=2, limit_train_batches=2, callbacks=[snapshots])
+    fit(module, data(), tmp_path, epochs=2, limit_train_batches=2, callbacks=[snapshots, FastPath(capture_step=capture)])
     stage_1, stage_2 = snapshots.params
 
     def changed(a, b):
@@ -303,12 +303,20 @@ def test_crd_loss_and_memory_update_by_hand():
 
 @pytest.mark.parametrize("n", [6, 50], ids=["all_dot_products", "official_gather"])
 def test_crd_scores_both_ways(n):
+    torch.manual_seed(0)
     term = CRD("s", "t", student_dim=4, teacher_dim=4, feat_dim=3, nce_k=3, nce_t=0.1)
-    memory, anchor = torch.randn(n, 3), torch.randn(2, 3, requires_grad=True)
+    # unit rows, as CRD's bank and embeddings are: |dot / 0.1| <= 10, so exp stays far from float32 overflow
+    memory = F.normalize(torch.randn(n, 3), dim=1)
+    anchor = F.normalize(torch.randn(2, 3), dim=1).requires_grad_()
     contrast = torch.randint(0, n, (2, 4))
     got = term.scores(memory, contrast, anchor)
-    expected = torch.exp(torch.einsum("bkd,bd->bk", memory[contrast], anchor) / 0.1)
-    torch.testing.assert_close(got, expected)
+    products = memory[contrast].double() * anchor.detach().double().unsqueeze(1)  # (2, 4, 3)
+    expected = torch.exp(products.sum(2) / 0.1)
+    # float32 rounding: a 3-term dot product is off by at most 3·u·Σ|m_k a_k| (u = 2^-24), dividing by 0.1 and
+    # exp add u each; exp turns an absolute error e of its argument into a relative error of about e
+    u = 2.0**-24
+    bound = (3 * u * products.abs().sum(2) / 0.1 + 3 * u) * 1.01
+    assert ((got.double() - expected).abs() <= bound * expected).all()
     got.sum().backward()  # gradients reach the anchor, not the bank
     assert anchor.grad is not None
 

@@ -14,8 +14,11 @@ from lightning.pytorch.loggers import Logger
 from kd_lightning.data import ClassificationDataModule, SyntheticSource
 from kd_lightning.distill import CrossEntropy, HintMSE, SoftTargetKD
 from kd_lightning.models import DeepNN, LightNN
-from kd_lightning.modules import DistillationModule, SpeedOptions, SupervisedModule
-from kd_lightning.modules.speed import MatmulBiasGradConv2d, use_matmul_bias_grad
+from kd_lightning.fast import FastPath, MatmulBiasGradConv2d, graph_safe_optimizer, use_matmul_bias_grad
+from kd_lightning.fast.capture import frozen_optimizer_values
+from kd_lightning.modules import DistillationModule, SupervisedModule
+from kd_lightning.modules.schedules import warmup_cosine
+from kd_lightning.modules.supervised import lightning_scheduler
 from kd_lightning.report import EpochThroughput
 from kd_lightning.train import train
 
@@ -27,12 +30,15 @@ def data(**kw):
                                     [0.25] * 3, val_size=64, batch_size=32, **kw)
 
 
-def fit(module, datamodule, tmp_path, epochs=1, **kw):
+def fit(module, datamodule, tmp_path, epochs=1, speed=None, **kw):
+    """Fits on CPU; ``speed``: FastPath options (the fast path is a callback)."""
     L.seed_everything(0)
     kw = {"logger": False, "limit_val_batches": 0, **kw}
+    kw["callbacks"] = [*kw.get("callbacks", []), FastPath(**(speed or {}))]
+    ckpt_path = kw.pop("ckpt_path", None)
     trainer = L.Trainer(default_root_dir=tmp_path, accelerator="cpu", max_epochs=epochs, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False, **kw)
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer
 
 
@@ -40,25 +46,25 @@ def test_capture_falls_back_on_cpu_with_a_message_and_trains_exactly_like_eager(
     weights = {}
     for capture in (False, True):
         torch.manual_seed(0)
-        module = SupervisedModule(LightNN(), ADAM, speed=SpeedOptions(capture_step=capture))
+        module = SupervisedModule(LightNN(), ADAM)
         with caplog.at_level(logging.WARNING):
-            trainer = fit(module, data(), tmp_path, epochs=2)
+            trainer = fit(module, data(), tmp_path, epochs=2, speed={"capture_step": capture})
         assert trainer.global_step == 16  # Lightning counts the manual steps too
         weights[capture] = torch.cat([p.detach().flatten() for p in module.net.parameters()])
     assert "CUDA graphs need a CUDA device" in caplog.text and "running the same step eagerly" in caplog.text
     torch.testing.assert_close(weights[True], weights[False], rtol=1e-5, atol=1e-6)
 
 
-def distiller(cache: bool):
+def distiller():
     torch.manual_seed(0)
     terms = {"ce": CrossEntropy(0.5), "kd": SoftTargetKD(0.25, 4.0),
              "hint": HintMSE("features", "features", torch.nn.Conv2d(16, 32, 3, padding=1), weight=0.25)}
-    return DistillationModule(LightNN(), DeepNN(), terms, ADAM, speed=SpeedOptions(teacher_cache=cache))
+    return DistillationModule(LightNN(), DeepNN(), terms, ADAM)
 
 
 def test_teacher_cache_holds_the_teachers_outputs_for_every_training_sample(tmp_path):
-    module, datamodule = distiller(cache=True), data()
-    fit(module, datamodule, tmp_path, epochs=1)
+    module, datamodule = distiller(), data()
+    fit(module, datamodule, tmp_path, epochs=1, speed={"teacher_cache": True})
     assert module.cache.complete and module.step_key() == "cached teacher"
     images, _ = datamodule.splits["train"]
     x = datamodule.transform(images, train=False)
@@ -72,16 +78,16 @@ def test_teacher_cache_holds_the_teachers_outputs_for_every_training_sample(tmp_
 def test_cached_and_live_teachers_give_the_same_training(tmp_path):
     weights = []
     for cache in (False, True):
-        module = distiller(cache)
-        fit(module, data(), tmp_path, epochs=3)
+        module = distiller()
+        fit(module, data(), tmp_path, epochs=3, speed={"teacher_cache": cache})
         weights.append(torch.cat([p.detach().flatten() for p in module.net.parameters()]))
     torch.testing.assert_close(weights[0], weights[1], rtol=0.05, atol=2e-3)
 
 
 def test_augmentation_turns_the_cache_off(tmp_path, caplog):
-    module = distiller(cache=True)
+    module = distiller()
     with caplog.at_level(logging.WARNING):
-        fit(module, data(hflip=True), tmp_path)
+        fit(module, data(hflip=True), tmp_path, speed={"teacher_cache": True})
     assert module.cache is None and module.step_key() == "live teacher"
     assert "teacher_cache is off: training batches are augmented" in caplog.text
 
@@ -127,8 +133,9 @@ class StepRecorder(SupervisedModule):
 
 @pytest.mark.parametrize("capture", [False, True])
 def test_logged_losses_are_the_means_of_each_window_of_steps(tmp_path, capture):
-    module, logger = StepRecorder(speed=SpeedOptions(capture_step=capture)), RecordingLogger()
-    trainer = fit(module, data(), tmp_path, logger=logger, log_every_n_steps=4)  # 8 steps: windows 4, 4
+    module, logger = StepRecorder(), RecordingLogger()
+    trainer = fit(module, data(), tmp_path, logger=logger, log_every_n_steps=4,  # 8 steps: windows 4, 4
+                  speed={"capture_step": capture})
     windows = [metrics["train/loss"] for _, metrics in logger.logged if "train/loss" in metrics]
     losses = [loss for loss, _ in module.steps]
     assert len(losses) == 8 and windows == pytest.approx([sum(losses[:4]) / 4, sum(losses[4:]) / 4], rel=1e-5)
@@ -184,10 +191,11 @@ def test_the_captured_step_normalises_training_batches_itself(tmp_path):
             self.seen.add(batch[0].dtype)
 
     for capture, dtype in ((True, torch.uint8), (False, torch.float32)):
-        module, dtypes = SupervisedModule(LightNN(), ADAM, speed=SpeedOptions(capture_step=capture)), Dtypes()
+        module, dtypes = SupervisedModule(LightNN(), ADAM), Dtypes()
         dtypes.seen = set()
-        fit(module, data(), tmp_path, callbacks=[dtypes], limit_train_batches=2)
-        assert module.transforms_train_batches == capture and dtypes.seen == {dtype}
+        datamodule = data()
+        fit(module, datamodule, tmp_path, callbacks=[dtypes], limit_train_batches=2, speed={"capture_step": capture})
+        assert dtypes.seen == {dtype} and not datamodule.defer_train_transform  # handed back after the fit
 
 
 class SaveWeights(L.Callback):
@@ -202,13 +210,12 @@ class SaveWeights(L.Callback):
 
 
 def test_under_ddp_the_fast_step_keeps_the_ranks_in_sync_without_a_teacher_cache(tmp_path):
-    speed = SpeedOptions(capture_step=True, teacher_cache=True)  # DDP: the same step, eagerly, the teacher live
-    module = DistillationModule(LightNN(), DeepNN(), {"ce": CrossEntropy(0.5), "kd": SoftTargetKD(0.5, 4.0)}, ADAM,
-                                speed=speed)
+    speed = FastPath(capture_step=True, teacher_cache=True)  # DDP: the scheme's own step, the teacher live
+    module = DistillationModule(LightNN(), DeepNN(), {"ce": CrossEntropy(0.5), "kd": SoftTargetKD(0.5, 4.0)}, ADAM)
     start = [p.detach().clone() for p in module.net.parameters()]
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, limit_train_batches=3,
                         limit_val_batches=0, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, callbacks=[SaveWeights(tmp_path)])
+                        enable_checkpointing=False, callbacks=[SaveWeights(tmp_path), speed])
     trainer.fit(module, datamodule=data(resident=True))
     (rank0, cached0), (rank1, cached1) = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert all(torch.equal(a, b) for a, b in zip(rank0, rank1))  # each rank saw its own shard: only synced grads agree
@@ -218,6 +225,112 @@ def test_under_ddp_the_fast_step_keeps_the_ranks_in_sync_without_a_teacher_cache
 
 @pytest.mark.parametrize("capture", [False, True])
 def test_bf16_true_gets_bf16_batches_for_training_and_validation(tmp_path, capture):
-    module = SupervisedModule(LightNN(), ADAM, speed=SpeedOptions(capture_step=capture))
-    trainer = fit(module, data(), tmp_path, precision="bf16-true", limit_train_batches=2, limit_val_batches=1)
+    module = SupervisedModule(LightNN(), ADAM)
+    trainer = fit(module, data(), tmp_path, precision="bf16-true", limit_train_batches=2, limit_val_batches=1,
+                  speed={"capture_step": capture})
     assert trainer.global_step == 2 and next(module.net.parameters()).dtype == torch.bfloat16
+
+
+class LearningRates(L.Callback):
+    """The learning rate each step's optimizer holds (the value a captured step reads)."""
+
+    def __init__(self):
+        self.lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.lrs.append(float(trainer.optimizers[0].param_groups[0]["lr"]))
+
+
+SGD = functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9, weight_decay=5e-4)
+SCHEDULES = {
+    "multistep per epoch": functools.partial(
+        lightning_scheduler, functools.partial(torch.optim.lr_scheduler.MultiStepLR, milestones=[1, 2], gamma=0.2)),
+    "warm-up + cosine per step": functools.partial(
+        lightning_scheduler, functools.partial(warmup_cosine, warmup=5), interval="step"),
+    "one-cycle per step": functools.partial(
+        lightning_scheduler, functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1, cycle_momentum=False),
+        interval="step"),
+}
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_the_manual_step_follows_every_schedule_like_the_eager_step(tmp_path, schedule):
+    runs = {}
+    for capture in (False, True):
+        torch.manual_seed(0)
+        module, rates = SupervisedModule(LightNN(), SGD, scheduler=SCHEDULES[schedule]), LearningRates()
+        fit(module, data(), tmp_path, epochs=3, callbacks=[rates], speed={"capture_step": capture})
+        lr = module.optimizers().optimizer.param_groups[0]["lr"]
+        runs[capture] = rates.lrs, torch.cat([p.detach().flatten() for p in module.net.parameters()]), lr
+    (eager_lrs, eager_weights, eager_lr), (manual_lrs, manual_weights, manual_lr) = runs[False], runs[True]
+    assert len(eager_lrs) == 3 * 8 and len(set(eager_lrs)) >= 3  # the schedule changed at least twice
+    assert manual_lrs == pytest.approx(eager_lrs, rel=1e-6)
+    # on the fast path the rate is a tensor the scheduler fills in place (what a captured graph reads)
+    assert isinstance(manual_lr, torch.Tensor) and not isinstance(eager_lr, torch.Tensor)
+    # the tensor rate is float32 (the eager one a double): rounding differences of ~1e-7 per step, amplified by
+    # momentum over 24 steps, stay far below what a wrong rate gives (a frozen rate moves weights by > 1e-2)
+    torch.testing.assert_close(manual_weights, eager_weights, rtol=1e-3, atol=1e-3)
+
+
+def test_graph_safe_optimizers_read_a_device_tensor_learning_rate():
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    adam, sgd = torch.optim.Adam(params, lr=1e-3), torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    assert graph_safe_optimizer(adam, torch.device("cpu"), capture=True) is None
+    assert graph_safe_optimizer(sgd, torch.device("cpu"), capture=True) is None
+    assert adam.param_groups[0]["capturable"] and sgd.param_groups[0]["fused"] and not sgd.param_groups[0]["foreach"]
+    lr = sgd.param_groups[0]["lr"]
+    assert isinstance(lr, torch.Tensor) and lr.item() == pytest.approx(0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(sgd, step_size=1, gamma=0.5)
+    sgd.step(), scheduler.step()
+    assert sgd.param_groups[0]["lr"] is lr and lr.item() == pytest.approx(0.05)  # filled in place
+
+    class HostRate(torch.optim.Optimizer):
+        def __init__(self, params):
+            super().__init__(params, {"lr": 0.1})
+
+    reason = graph_safe_optimizer(HostRate(params), torch.device("cpu"), capture=True)
+    assert "HostRate has neither a capturable nor a fused implementation" in reason
+
+
+def test_a_graph_is_recaptured_when_a_host_hyperparameter_changes_not_when_the_rate_tensor_does():
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    sgd = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    graph_safe_optimizer(sgd, torch.device("cpu"), capture=False)
+    before = frozen_optimizer_values(sgd)
+    sgd.param_groups[0]["lr"].fill_(0.01)
+    assert frozen_optimizer_values(sgd) == before  # read on the device at each replay
+    sgd.param_groups[0]["momentum"] = 0.8
+    assert frozen_optimizer_values(sgd) != before  # baked into a graph: triggers a re-capture
+
+
+def test_a_checkpoint_of_the_manual_step_holds_plain_float_rates_and_resumes_eagerly(tmp_path):
+    module = SupervisedModule(LightNN(), SGD, scheduler=SCHEDULES["multistep per epoch"])
+    trainer = fit(module, data(), tmp_path, epochs=2, speed={"capture_step": True})
+    path = tmp_path / "manual.ckpt"
+    trainer.save_checkpoint(path)
+    state = torch.load(path, weights_only=False)
+    assert isinstance(state["optimizer_states"][0]["param_groups"][0]["lr"], float)
+    assert state["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.1 * 0.2 * 0.2)
+    resumed = SupervisedModule(LightNN(), SGD, scheduler=SCHEDULES["multistep per epoch"])
+    L.seed_everything(0)
+    trainer = L.Trainer(default_root_dir=tmp_path, accelerator="cpu", max_epochs=3, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                        limit_val_batches=0)
+    trainer.fit(resumed, datamodule=data(), ckpt_path=path)
+    assert trainer.global_step == 24 and resumed.optimizers().optimizer.param_groups[0]["lr"] == pytest.approx(0.004)
+    trainer.save_checkpoint(path)  # written eagerly: resumed on the fast path it continues at step 24
+    again = SupervisedModule(LightNN(), SGD, scheduler=SCHEDULES["multistep per epoch"])
+    trainer = fit(again, data(), tmp_path, epochs=4, speed={"capture_step": True}, ckpt_path=path)
+    assert trainer.global_step == 32 and float(again.optimizers().optimizer.param_groups[0]["lr"]) == pytest.approx(0.004)
+
+
+def test_schemes_with_their_own_loop_are_refused_capture_with_a_reason(tmp_path, caplog):
+    module = SupervisedModule(LightNN(), ADAM)
+    module.automatic_optimization = False  # as data-free distillation does (two optimizers)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                        callbacks=[FastPath(capture_step=True)])
+    with caplog.at_level(logging.WARNING):
+        trainer.strategy.connect(module)  # only the callback's decision is under test: no fit
+        FastPath(capture_step=True).setup(trainer, module, "fit")
+    assert "runs its own optimisation loop" in caplog.text and "training_step" not in module.__dict__

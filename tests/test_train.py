@@ -84,6 +84,20 @@ def test_students_find_the_teacher_trained_in_the_same_sweep_with_the_same_overr
     assert sorted((s["run_name"], s["status"]) for s in summaries) == [("mnist_kd", "done"), ("mnist_teacher", "done")]
 
 
+def test_a_failed_teacher_job_fails_its_students_in_one_line_and_the_table_marks_all(tmp_path):
+    result = run_cli("-m", "+experiment=mnist_teacher,mnist_kd", *CLI_FAST, "data/source=npz",
+                     f"data.source.path={tmp_path}/missing.npz", f"paths.log_dir={tmp_path}")
+    assert result.returncode == 1  # the sweep ends, prints its table, then reports failure
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output and "Error executing job" not in output
+    student_lines = [line for line in output.splitlines() if "ERROR] - not trained: its teacher" in line]
+    assert len(student_lines) == 1 and "mnist_teacher" in student_lines[0]
+    table = next((tmp_path / "tables").glob("*.md")).read_text()
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| mnist")}
+    assert set(rows) == {"mnist_teacher", "mnist_kd"} and all("s0: FAILED" in row for row in rows.values())
+    assert "2 of 2 jobs failed" in output
+
+
 def test_missing_teacher_is_one_clear_message_with_the_command_to_train_it(tmp_path):
     result = run_cli("+experiment=cifar10_kd", *CLI_FAST, f"paths.log_dir={tmp_path}")
     assert result.returncode == 1

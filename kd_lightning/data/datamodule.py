@@ -35,8 +35,8 @@ class ClassificationDataModule(L.LightningDataModule):
 
     The validation set is a seeded random ``val_size`` images of the official training set; the test set
     is the official one. Images stay uint8 until the batch is on the training device, where
-    :meth:`prepare_images` normalises (and augments training batches), or, for a module whose
-    ``transforms_train_batches`` is true, its training step calls it. ``resident=True`` keeps each split
+    :meth:`prepare_images` normalises (and augments training batches), or, with ``defer_train_transform``
+    set (by the fast path, whose captured step calls it), training batches are handed over as loaded. ``resident=True`` keeps each split
     on the training device and slices batches there (:class:`ResidentBatches`) instead of a DataLoader.
     """
 
@@ -68,6 +68,7 @@ class ClassificationDataModule(L.LightningDataModule):
         # mean/std null: computed from the training split in setup (kd_lightning.data.custom.channel_stats)
         self.transform = BatchTransform(mean, std, *self._transform_args) if mean is not None and std is not None else None
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.defer_train_transform = False  # True: the consumer calls prepare_images on training batches itself
 
     def prepare_data(self) -> None:
         prepare = getattr(self.source, "prepare", None)
@@ -159,6 +160,6 @@ class ClassificationDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels, index = batch
         training = self.trainer is not None and self.trainer.training
-        if training and getattr(self.trainer.lightning_module, "transforms_train_batches", False):
-            return batch  # the module's training step calls prepare_images (inside its CUDA graph)
+        if training and self.defer_train_transform:
+            return batch  # the training step calls prepare_images (inside its CUDA graph)
         return self.prepare_images(images, train=training), labels, index

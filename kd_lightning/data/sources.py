@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.error import URLError
@@ -11,6 +15,8 @@ import numpy as np
 import torch
 
 from kd_lightning.errors import ConfigError, DataNotFoundError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,6 +51,7 @@ DATASETS = {
     "mnist": ("MNIST", "MNIST/raw", (1, 28, 28)),
     "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw", (1, 28, 28)),
     "cifar10": ("CIFAR10", "cifar-10-batches-py", (3, 32, 32)),
+    "cifar100": ("CIFAR100", "cifar-100-python", (3, 32, 32)),  # torchvision's targets are the 100 fine labels
 }
 
 
@@ -53,8 +60,34 @@ def _check_name(name: str) -> None:
         raise ConfigError(f"unknown dataset {name!r}; accepted: {', '.join(DATASETS)}")
 
 
+# Datasets that ship inside the package (see data/embedded/README.md: licence, checksums), used when torchvision
+# can neither find nor download them: the README's main job then runs offline.
+EMBEDDED_DIR = Path(__file__).parent / "embedded"
+EMBEDDED = {"mnist": ("mnist.npz", "094b831e432331f1f6d6829ab9bfff4551410a81e1f816c9cce482d3e9b3ba57")}
+
+
+def embedded_copy(name: str) -> Path | None:
+    """The packaged copy of dataset ``name``, checked against its SHA-256, or None if the package ships none."""
+    if name not in EMBEDDED:
+        return None
+    filename, expected = EMBEDDED[name]
+    path = EMBEDDED_DIR / filename
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != expected:
+        raise DataNotFoundError(f"the embedded {name} copy {path} is damaged (SHA-256 {digest}, expected {expected}): "
+                                f"reinstall kd_lightning")
+    return path
+
+
 class TorchvisionSource:
-    """A torchvision dataset (``mnist``, ``fashion_mnist``, ``cifar10``) under ``root``, downloaded if absent."""
+    """A torchvision dataset (``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``) under ``root``, downloaded if
+    absent.
+
+    If it can be neither found nor downloaded and the package ships a copy (MNIST), that copy is used, with one
+    log line saying so.
+    """
 
     def __init__(self, name: str, root: str, download: bool = True):
         _check_name(name)
@@ -65,7 +98,7 @@ class TorchvisionSource:
         self.load()
 
     def load(self) -> Arrays:
-        return _load_torchvision(self.name, self.root.resolve(), self.download)
+        return _load_torchvision_or_embedded(self.name, self.root.resolve(), self.download)
 
 
 def _torchvision_datasets(name: str, root: Path, download: bool):
@@ -73,11 +106,15 @@ def _torchvision_datasets(name: str, root: Path, download: bool):
 
     class_name, folder, _ = DATASETS[name]
     dataset_cls = getattr(torchvision.datasets, class_name)
+    printed = io.StringIO()  # torchvision prints each mirror it tries: shown on success, summarised on failure
     try:
-        return (
-            dataset_cls(str(root), train=True, download=download),
-            dataset_cls(str(root), train=False, download=download),
-        )
+        with contextlib.redirect_stdout(printed):
+            datasets = (
+                dataset_cls(str(root), train=True, download=download),
+                dataset_cls(str(root), train=False, download=download),
+            )
+        print(printed.getvalue(), end="")
+        return datasets
     except (RuntimeError, OSError, URLError) as err:
         where = (root / folder).resolve()
         raise DataNotFoundError(
@@ -88,6 +125,20 @@ def _torchvision_datasets(name: str, root: Path, download: bool):
             f"  - use a Keras-style .npz (x_train, y_train, x_test, y_test): "
             f"data/source=npz data.source.path=/path/to/{name}.npz"
         ) from err
+
+
+@functools.lru_cache(maxsize=2)  # a multirun's jobs try the download once
+def _load_torchvision_or_embedded(name: str, root: Path, download: bool) -> Arrays:
+    try:
+        return _load_torchvision(name, root, download)
+    except DataNotFoundError as err:
+        embedded = embedded_copy(name)
+        if embedded is None:
+            raise
+        cause = err.__cause__
+        log.warning("%s: not in %s and no download possible (%s); using the copy shipped with kd_lightning: %s",
+                    name, root, type(cause).__name__ if cause else "not found", embedded)
+        return _load_npz(embedded, embedded.stat().st_mtime_ns)
 
 
 # Decoded arrays are cached per process, keyed by what was read: the jobs of a multirun read their dataset

@@ -53,9 +53,10 @@ class CRD(FeatureTerm):
     ``embed_t``; trained with the student, the teacher network stays frozen). Two memory banks hold one
     embedding per training sample, ``memory_s`` (student) and ``memory_t`` (teacher), initialised uniformly
     in ±1/√(feat_dim/3). For a batch with sample indices ``index``, each sample contrasts against ``nce_k``
-    indices drawn uniformly with replacement from the training set (RepDistiller's ``ContrastMemory``
-    fallback; its CIFAR loader instead draws negatives from other classes), with its own index as the
-    positive: the student embedding is scored against the teacher bank and the teacher embedding against the
+    indices drawn uniformly with replacement from the training set (``negatives="uniform"``: RepDistiller's
+    ``ContrastMemory`` fallback) or from the training samples of the other classes
+    (``negatives="other_class"``: RepDistiller's CIFAR-100 loader, mode "exact"; needs the training labels,
+    which the training module passes to :meth:`allocate`), with its own index as the positive: the student embedding is scored against the teacher bank and the teacher embedding against the
     student bank, ``exp(v·m / nce_t)`` divided by a constant ``Z`` fixed from the first batch
     (``mean · num_samples``), and the loss is the sum of the two :func:`nce_loss` values. Then the rows
     ``index`` of each bank move to ``nce_mom · old + (1 - nce_mom) · new`` and are renormalised.
@@ -80,6 +81,7 @@ class CRD(FeatureTerm):
         nce_k: int = 16384,
         nce_t: float = 0.07,
         nce_mom: float = 0.5,
+        negatives: str = "uniform",
     ):
         super().__init__(student_layer, teacher_layer, weight)
         if nce_k < 1 or feat_dim < 1 or not nce_t > 0 or not 0 <= nce_mom < 1:
@@ -88,18 +90,27 @@ class CRD(FeatureTerm):
                 f"feat_dim={feat_dim}, nce_t={nce_t}, nce_mom={nce_mom}"
             )
         self.student_dim, self.teacher_dim, self.feat_dim = student_dim, teacher_dim, feat_dim
-        self.nce_k, self.nce_t, self.nce_mom = nce_k, nce_t, nce_mom
+        if negatives not in ("uniform", "other_class"):
+            raise ConfigError(f"CRD negatives must be 'uniform' or 'other_class', got {negatives!r}")
+        self.nce_k, self.nce_t, self.nce_mom, self.negatives = nce_k, nce_t, nce_mom, negatives
         self.embed_s, self.embed_t = Embed(student_dim, feat_dim), Embed(teacher_dim, feat_dim)
         self.register_buffer("memory_s", torch.empty(0, feat_dim))
         self.register_buffer("memory_t", torch.empty(0, feat_dim))
         self.register_buffer("normalizer", torch.full((2,), -1.0))  # Z for (student, teacher) anchors; < 0: unset
+        # other_class negatives: training indices sorted by class, each class's first position and size there
+        # (derived from the labels at every fit start, so not saved in checkpoints)
+        for name in ("by_class", "class_start", "class_count"):
+            self.register_buffer(name, torch.empty(0, dtype=torch.long), persistent=False)
 
     @property
     def num_samples(self) -> int:
         return self.memory_s.shape[0]
 
-    def allocate(self, num_samples: int, device: torch.device | str) -> None:
-        """Create the memory banks for ``num_samples`` training samples on ``device`` (kept if restored)."""
+    def allocate(self, num_samples: int, device: torch.device | str, labels: torch.Tensor | None = None) -> None:
+        """Create the memory banks for ``num_samples`` training samples on ``device`` (kept if restored);
+        ``labels`` (the training split's, in index order) for ``negatives="other_class"``."""
+        if self.negatives == "other_class":
+            self._index_classes(num_samples, device, labels)
         if self.num_samples == num_samples:
             return
         if self.num_samples:
@@ -111,6 +122,35 @@ class CRD(FeatureTerm):
         self.memory_s = torch.rand(num_samples, self.feat_dim, device=device).mul_(2 * std).sub_(std)
         self.memory_t = torch.rand(num_samples, self.feat_dim, device=device).mul_(2 * std).sub_(std)
         self.normalizer = torch.full((2,), -1.0, device=device)
+
+    def _index_classes(self, num_samples: int, device: torch.device | str, labels: torch.Tensor | None) -> None:
+        if labels is None or len(labels) != num_samples:
+            raise ConfigError(
+                f"CRD with negatives='other_class' needs the labels of all {num_samples} training samples; got "
+                f"{'none' if labels is None else len(labels)} (fit with kd_lightning's datamodule and modules)"
+            )
+        labels = labels.to(device=device, dtype=torch.long)
+        counts = torch.bincount(labels)
+        if (counts == num_samples).any():
+            raise ConfigError("CRD with negatives='other_class' needs training samples of at least two classes")
+        self.by_class = torch.argsort(labels, stable=True)
+        self.class_count = counts
+        self.class_start = torch.cumsum(counts, 0) - counts
+
+    def draw_negatives(self, index: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """(batch, nce_k) bank rows: uniform over the training set, or over the other classes' samples.
+
+        Other classes: a uniform position among the N - n_c samples outside class c in the class-sorted order,
+        skipping class c's block (exact, vectorised, no host sync)."""
+        shape, device = (index.shape[0], self.nce_k), index.device
+        if self.negatives == "uniform":
+            return torch.randint(0, self.num_samples, shape, device=device)
+        if target is None or not len(self.by_class):
+            raise ConfigError("CRD with negatives='other_class' needs the batch labels and the class index (allocate)")
+        start, count = self.class_start[target].unsqueeze(1), self.class_count[target].unsqueeze(1)
+        position = (torch.rand(shape, device=device) * (self.num_samples - count)).long()
+        position = position + (position >= start) * count
+        return self.by_class[position]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in ("memory_s", "memory_t"):  # a checkpoint's banks replace empty (not yet allocated) ones
@@ -151,7 +191,7 @@ class CRD(FeatureTerm):
             )
         with full_precision(s):
             v_s, v_t = self.embed_s(s), self.embed_t(t)
-            negatives = torch.randint(0, n, (index.shape[0], self.nce_k), device=index.device)
+            negatives = self.draw_negatives(index, target)
             contrast_index = torch.cat([index.view(-1, 1), negatives], dim=1)
             out_s = self.scores(self.memory_t, contrast_index, v_s)  # student anchors, teacher bank (official out_v1)
             out_t = self.scores(self.memory_s, contrast_index, v_t)  # teacher anchors, student bank (official out_v2)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import json
+
 import torch
 from torch import nn
 
@@ -15,7 +17,7 @@ def load_teacher(net: nn.Module, checkpoint: str | Sequence[str] | None, train_c
     """Load ``net``'s weights from a Lightning checkpoint (keys ``net.*``) or a plain state dict; freeze it.
 
     ``checkpoint`` may list candidates: the first that exists is used; ``None`` keeps the weights ``net`` was
-    built with (e.g. a torchvision/timm teacher given a ``weights_file``). The returned network is in eval
+    built with (e.g. a torchvision/timm teacher given a ``weights_path``). The returned network is in eval
     mode with ``requires_grad=False``.
     """
     if checkpoint is None:
@@ -23,6 +25,9 @@ def load_teacher(net: nn.Module, checkpoint: str | Sequence[str] | None, train_c
     candidates = [Path(checkpoint)] if isinstance(checkpoint, str) else [Path(c) for c in checkpoint]
     path = next((c for c in candidates if c.is_file()), None)
     if path is None:
+        failed = _failed_teacher_run(candidates)
+        if failed:
+            raise MissingTeacherError(f"not trained: its teacher's run failed ({failed})")
         how = f"Train it first:\n  {train_command}\nor" if train_command else "Either train one, or"
         looked = "\n".join(f"  {c.resolve()}" for c in dict.fromkeys(candidates))
         raise MissingTeacherError(
@@ -39,3 +44,21 @@ def load_teacher(net: nn.Module, checkpoint: str | Sequence[str] | None, train_c
     net.eval()
     net.requires_grad_(False)
     return net
+
+
+def _failed_teacher_run(candidates: Sequence[Path]) -> str | None:
+    """If a candidate checkpoint's run (``<run>/checkpoints/last.ckpt``) ended as failed, say which and why.
+
+    In a multirun the teacher's job runs first; when it failed, its students fail for that reason alone, and
+    one line saying so beats a missing-file message per student.
+    """
+    for candidate in candidates:
+        summary = candidate.parent.parent / "summary.json"
+        try:
+            record = json.loads(summary.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("status") == "failed":
+            error = str(record.get("error", "")).splitlines()[0] if record.get("error") else "no error recorded"
+            return f"{summary.parent}: {error}"
+    return None

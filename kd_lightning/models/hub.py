@@ -1,134 +1,62 @@
-"""Teachers from model libraries: torchvision or timm classifiers by name, with weights from a local file,
-and :class:`TeacherAdapter` for teachers whose input or output differs from the student's.
+"""Any torchvision or timm classification network by name, randomly initialised or from a local state dict.
+
+Nothing is downloaded: ``weights_path`` names a ``state_dict`` file (e.g. one saved from a torchvision or
+timm model beforehand); it is loaded strictly, so its classifier must already have ``num_classes`` outputs.
+Tap points are the library's module paths (torchvision ResNet-18: ``layer1``-``layer4``, ``avgpool``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from kd_lightning.errors import ConfigError
 
 
-def load_weights(net: nn.Module, weights_file: str) -> nn.Module:
-    """Load a state dict file into ``net``: a plain state dict, a Lightning ``.ckpt`` (keys ``net.*``), or a
-    dict holding one under ``state_dict``/``model`` (timm and torchvision training scripts); ``module.``
-    prefixes (DataParallel/DDP) are dropped."""
-    path = Path(weights_file)
+def _load(net: nn.Module, weights_path: str | None, what: str) -> nn.Module:
+    if weights_path is None:
+        return net
+    path = Path(weights_path)
     if not path.is_file():
-        raise ConfigError(f"no weights file at {path.resolve()} (weights_file): give a state dict saved with torch.save")
+        raise ConfigError(f"{what}: weights_path {str(path.resolve())!r} is not a file; give a saved state_dict (.pt)")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
+    for key in ("state_dict", "model"):  # a training script's checkpoint dict (Lightning, timm, torchvision)
         if isinstance(state.get(key), dict):
             state = state[key]
             break
-    if any(k.startswith("net.") for k in state):
+    if any(k.startswith("net.") for k in state):  # a kd_lightning .ckpt: the network sits under ``net.``
         state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DataParallel/DDP
     try:
         net.load_state_dict(state)
     except RuntimeError as err:
-        raise ConfigError(f"weights in {path} do not fit {type(net).__name__}: {err}") from err
+        raise ConfigError(f"{what}: the state dict in {path} does not fit: {err}") from err
     return net
 
 
-def torchvision_model(name: str, num_classes: int | None = None, weights_file: str | None = None, **kwargs) -> nn.Module:
-    """``torchvision.models.get_model(name, weights=None, ...)`` (random init; nothing is downloaded), then
-    ``weights_file`` if given. ``num_classes`` sets the head (``null``: the architecture's default, 1000)."""
-    import torchvision
+def torchvision_model(name: str, num_classes: int, weights_path: str | None = None, **kwargs) -> nn.Module:
+    """``torchvision.models.get_model(name, weights=None, num_classes=...)``, then ``weights_path`` if given."""
+    import torchvision.models as tvm
 
-    if name not in torchvision.models.list_models():
-        raise ConfigError(f"unknown torchvision model {name!r}; e.g. {', '.join(torchvision.models.list_models()[:8])}, "
-                          f"... (torchvision.models.list_models())")
-    if num_classes is not None:
-        kwargs["num_classes"] = num_classes
-    net = torchvision.models.get_model(name, weights=None, **kwargs)
-    return load_weights(net, weights_file) if weights_file else net
+    available = tvm.list_models(module=tvm)  # the classification networks only
+    if name not in available:
+        raise ConfigError(f"unknown torchvision classification model {name!r}; accepted: {', '.join(available)}")
+    net = tvm.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+    return _load(net, weights_path, f"torchvision {name}")
 
 
-def timm_model(name: str, num_classes: int | None = None, weights_file: str | None = None, **kwargs) -> nn.Module:
-    """``timm.create_model(name, pretrained=False, ...)``, then ``weights_file`` if given (pip install timm)."""
+def timm_model(name: str, num_classes: int, weights_path: str | None = None, **kwargs) -> nn.Module:
+    """``timm.create_model(name, pretrained=False, num_classes=...)``, then ``weights_path`` if given."""
     try:
         import timm
     except ImportError as err:
-        raise ConfigError("a timm teacher needs the timm package: pip install 'kd_lightning[timm]'") from err
-    if num_classes is not None:
-        kwargs["num_classes"] = num_classes
-    net = timm.create_model(name, pretrained=False, **kwargs)
-    return load_weights(net, weights_file) if weights_file else net
-
-
-def _as_stats(values: Sequence[float] | None) -> torch.Tensor | None:
-    return None if values is None else torch.tensor(list(values), dtype=torch.float32).view(1, -1, 1, 1)
-
-
-class TeacherAdapter(nn.Module):
-    """A teacher seen through the student's data: re-normalise, resize, pick the logits.
-
-    The student's batches arrive normalised with ``input_mean``/``input_std`` (the dataset's). With ``mean``/``std``
-    (the teacher's own, e.g. ImageNet's), they are mapped to pixels in 0..1 and normalised the teacher's way; with
-    ``channels=3`` grey images are repeated to RGB; with ``input_size=[H, W]`` they are resized (``mode``:
-    bilinear, antialiased when shrinking). ``logits_key`` picks the logits from an output that is a dict
-    (``out[key]``), an object (``out.key``, e.g. a Hugging Face ``ModelOutput``) or a tuple (``out[int(key)]``).
-
-    Feature taps address the wrapped network under ``net.`` (``teacher_layer: net.layer3``).
-    """
-
-    def __init__(self, net: nn.Module, logits_key: str | int | None = None, input_size: Sequence[int] | None = None,
-                 input_mean: Sequence[float] | None = None, input_std: Sequence[float] | None = None,
-                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None, channels: int | None = None,
-                 mode: str = "bilinear"):
-        super().__init__()
-        self.net, self.logits_key, self.channels, self.mode = net, logits_key, channels, mode
-        self.input_size = tuple(input_size) if input_size is not None else None
-        renormalise = mean is not None or std is not None
-        if renormalise and (input_mean is None or input_std is None or mean is None or std is None):
-            raise ConfigError("re-normalising for the teacher needs input_mean, input_std (the data's) and mean, std "
-                              "(the teacher's); leave mean and std null to pass the student's inputs unchanged")
-        self.register_buffer("input_mean", _as_stats(input_mean) if renormalise else None, persistent=False)
-        self.register_buffer("input_std", _as_stats(input_std) if renormalise else None, persistent=False)
-        self.register_buffer("mean", _as_stats(mean), persistent=False)
-        self.register_buffer("std", _as_stats(std), persistent=False)
-
-    def adapt(self, x: torch.Tensor) -> torch.Tensor:
-        """The student's normalised batch → the teacher's input."""
-        if self.mean is not None:
-            x = x * self.input_std + self.input_mean  # back to 0..1 pixels
-        if self.channels == 3 and x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        if self.mean is not None:
-            x = (x - self.mean) / self.std
-        if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
-            x = F.interpolate(x, size=self.input_size, mode=self.mode, antialias=self.mode in ("bilinear", "bicubic")
-                              and x.shape[-1] > self.input_size[-1])
-        return x
-
-    def logits(self, output) -> torch.Tensor:
-        if isinstance(output, torch.Tensor) and self.logits_key is None:
-            return output
-        key = self.logits_key
-        if key is None:
-            if isinstance(output, dict):
-                available = list(output)
-            elif isinstance(output, (tuple, list)):
-                available = list(range(len(output)))
-            else:
-                available = [k for k in getattr(output, "__dict__", {}) if not k.startswith("_")]
-            raise ConfigError(f"the teacher returns a {type(output).__name__}, not a tensor: set logits_key to one of "
-                              f"{available}")
-        if isinstance(output, dict):
-            if key not in output:
-                raise ConfigError(f"logits_key={key!r} is not in the teacher's output; it has {list(output)}")
-            return output[key]
-        if isinstance(output, (tuple, list)):
-            return output[int(key)]
-        if not hasattr(output, str(key)):
-            raise ConfigError(f"logits_key={key!r}: the teacher's {type(output).__name__} has no such attribute")
-        return getattr(output, str(key))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits(self.net(self.adapt(x)))
+        raise ConfigError(
+            f"model timm:{name} needs the timm package, which is not installed: pip install timm "
+            f"(or choose a torchvision model: model=torchvision model.name=...)"
+        ) from err
+    if not timm.is_model(name):
+        raise ConfigError(f"unknown timm model {name!r}; see timm.list_models() for the accepted names")
+    net = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+    return _load(net, weights_path, f"timm {name}")

@@ -7,14 +7,11 @@ from kd_lightning.modules.multi_teacher import MultiTeacherDistillationModule
 from kd_lightning.modules.mutual import MutualLearningModule
 from kd_lightning.modules.quantization import QuantizationAwareTraining
 from kd_lightning.modules.self_distillation import SelfDistillationModule
-from kd_lightning.modules.speed import CapturedStep, SpeedOptions
 from kd_lightning.modules.supervised import SupervisedModule
 
 __all__ = [
     "DataFreeDistillationModule",
     "QuantizationAwareTraining",
-    "CapturedStep",
-    "SpeedOptions",
     "DistillationModule",
     "FitNetsModule",
     "MultiTeacherDistillationModule",

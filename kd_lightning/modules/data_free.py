@@ -18,7 +18,6 @@ placeholders (this module ignores them).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 
@@ -29,7 +28,7 @@ from kd_lightning.distill import LossTerm, Outputs
 from kd_lightning.distill.data_free import DAFLGeneratorLoss
 from kd_lightning.errors import ConfigError
 from kd_lightning.modules.distillation import DistillationModule
-from kd_lightning.modules.speed import SpeedOptions, stored_signature
+from kd_lightning.fast import stored_signature
 
 log = logging.getLogger(__name__)
 
@@ -60,18 +59,10 @@ class DataFreeDistillationModule(DistillationModule):
         generator_loss: DAFLGeneratorLoss | None = None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         num_classes: int = 10,
-        speed: SpeedOptions | None = None,
         batch_size: int = 128,
         activation_layer: str = "layers",
         student_steps: int = 1,
     ):
-        speed = speed or SpeedOptions()
-        if speed.teacher_cache or speed.capture_step:
-            log.warning(
-                "data-free distillation ignores speed.teacher_cache and speed.capture_step: every image is new "
-                "(nothing to cache) and the step has two optimizers (nothing to capture as one graph)."
-            )
-            speed = dataclasses.replace(speed, teacher_cache=False, capture_step=False)
         if batch_size < 2:
             raise ConfigError(f"distill.batch_size must be >= 2 (the generator has BatchNorm), got {batch_size}")
         if student_steps < 1:
@@ -83,7 +74,7 @@ class DataFreeDistillationModule(DistillationModule):
             raise ConfigError(f"terms {indexed} need training-sample indices, which data-free distillation has none of")
         # the teacher's taps: the terms' layers plus DAFL's pre-classifier features
         super().__init__(
-            net, teacher, terms, optimizer, scheduler, num_classes, speed, extra_teacher_layers=[activation_layer]
+            net, teacher, terms, optimizer, scheduler, num_classes, extra_teacher_layers=[activation_layer]
         )
         self.automatic_optimization = False
         self.generator = generator
@@ -94,6 +85,9 @@ class DataFreeDistillationModule(DistillationModule):
 
     def networks(self) -> list[nn.Module]:
         return [self.net, self.teacher, self.generator]
+
+    def _cache_unavailable_reason(self) -> str | None:
+        return "data-free distillation generates every training image anew: there is nothing to cache"
 
     def generate(self, n: int) -> torch.Tensor:
         """``n`` images from the generator (in whatever mode it is)."""
@@ -126,8 +120,8 @@ class DataFreeDistillationModule(DistillationModule):
             student_optimizer.step()
 
         logged = self.step_values([total, *values, generator_total, *generator_parts], student.logits, pseudo_labels)
-        self._record(logged)
-        self._count_step(last=batch_idx + 1 >= self.trainer.num_training_batches)
+        self.record(logged)
+        self.end_step(last=batch_idx + 1 >= self.trainer.num_training_batches)
 
     def configure_optimizers(self):
         generator_params = {id(p) for p in self.generator.parameters()}

@@ -10,7 +10,6 @@ from torch import nn
 
 from kd_lightning.distill import FeatureTaps, LossTerm, Outputs, TeacherCache
 from kd_lightning.errors import ConfigError
-from kd_lightning.modules.speed import SpeedOptions
 from kd_lightning.modules.supervised import SupervisedModule
 
 log = logging.getLogger(__name__)
@@ -21,7 +20,7 @@ class DistillationModule(SupervisedModule):
 
     The teacher is deliberately not a registered submodule: it is outside the optimizer, the student's
     checkpoint and Lightning's ``train()``/``eval()`` switching (it stays in eval mode), and is moved to
-    the student's device and dtype when fitting starts. With ``speed.teacher_cache`` its outputs come
+    the student's device and dtype when fitting starts. With ``teacher_cache`` (``speed.teacher_cache``) its outputs come
     from a :class:`TeacherCache` once the first epoch has filled it.
     """
 
@@ -35,18 +34,18 @@ class DistillationModule(SupervisedModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         num_classes: int = 10,
-        speed: SpeedOptions | None = None,
         extra_teacher_layers: Sequence[str] = (),
     ):
         if teacher is None:
             raise ConfigError("offline distillation needs a teacher: choose one with teacher=<name> (see conf/teacher/)")
         if not terms:
             raise ConfigError("offline distillation needs at least one loss term in distill.terms")
-        super().__init__(net, optimizer, terms, scheduler, num_classes, speed)
+        super().__init__(net, optimizer, terms, scheduler, num_classes)
         self.__dict__["teacher"] = teacher.eval().requires_grad_(False)
         layers = [*extra_teacher_layers, *(p for t in terms.values() for p in t.teacher_layers)]
         self.teacher_taps = FeatureTaps(teacher, layers, "teacher")
         self.cache: TeacherCache | None = None
+        self.teacher_cache = False  # set by the fast path (speed.teacher_cache) before fitting starts
 
     def networks(self) -> list[nn.Module]:
         return [self.net, self.teacher]
@@ -55,7 +54,7 @@ class DistillationModule(SupervisedModule):
         self.teacher.to(device=self.device, dtype=next(self.net.parameters()).dtype)
         super().on_fit_start()
         self.cache = None
-        if self.speed.teacher_cache:
+        if self.teacher_cache:
             reason = self._cache_unavailable_reason()
             if reason:
                 log.warning("speed.teacher_cache is off: %s. The teacher runs live.", reason)

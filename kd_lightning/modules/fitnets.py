@@ -11,7 +11,6 @@ from torch import nn
 from kd_lightning.distill import FeatureTerm, LossTerm
 from kd_lightning.errors import ConfigError
 from kd_lightning.modules.distillation import DistillationModule
-from kd_lightning.modules.speed import SpeedOptions
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,6 @@ class FitNetsModule(DistillationModule):
         hint_term: str = "hint",
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         num_classes: int = 10,
-        speed: SpeedOptions | None = None,
     ):
         terms = dict(terms or {})
         if hint_term not in terms or not isinstance(terms[hint_term], FeatureTerm):
@@ -59,7 +57,7 @@ class FitNetsModule(DistillationModule):
             raise ConfigError("FitNets' stage 2 needs terms besides the hint term (e.g. ce and kd)")
         if int(hint_epochs) != hint_epochs or hint_epochs < 0:
             raise ConfigError(f"hint_epochs must be a whole number of epochs >= 0, got {hint_epochs!r}")
-        super().__init__(net, teacher, terms, optimizer, scheduler, num_classes, speed)
+        super().__init__(net, teacher, terms, optimizer, scheduler, num_classes)
         self.hint_epochs, self.hint_term = int(hint_epochs), hint_term
 
     @property

@@ -12,7 +12,6 @@ from kd_lightning.distill import LossTerm
 from kd_lightning.distill.ensemble import TeacherEnsemble
 from kd_lightning.errors import ConfigError
 from kd_lightning.modules.distillation import DistillationModule
-from kd_lightning.modules.speed import SpeedOptions
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ class MultiTeacherDistillationModule(DistillationModule):
     The teachers are wrapped in one :class:`~kd_lightning.distill.ensemble.TeacherEnsemble`, which plays
     the teacher of :class:`DistillationModule`: it stays unregistered (outside the optimizer and the
     student's checkpoint), frozen and in eval mode, moves to the student's device at fit start, and works
-    with ``speed.teacher_cache``. The terms see the ensemble's :class:`Outputs`:
+    with the fast path's teacher cache (``speed.teacher_cache``). The terms see the ensemble's :class:`Outputs`:
 
     * ``logits`` are ``T · log Σ_i w_i softmax(z_i / T)`` with ``w`` = ``teacher_weights`` normalised
       (None: equal), so a :class:`SoftTargetKD` at temperature ``T`` distils from the weighted average
@@ -54,7 +53,6 @@ class MultiTeacherDistillationModule(DistillationModule):
         temperature: float | None = None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         num_classes: int = 10,
-        speed: SpeedOptions | None = None,
     ):
         if not teachers:
             raise ConfigError(
@@ -74,7 +72,7 @@ class MultiTeacherDistillationModule(DistillationModule):
                 log.warning("the teachers' probabilities are averaged at temperature %s, but terms %s use others: they "
                             "do not see the average of the teachers' softened probabilities", temperature, other)
         ensemble = TeacherEnsemble(dict(teachers), teacher_weights, temperature)
-        super().__init__(net, ensemble, terms, optimizer, scheduler, num_classes, speed)
+        super().__init__(net, ensemble, terms, optimizer, scheduler, num_classes)
 
     @property
     def teachers(self) -> dict[str, nn.Module]:

@@ -11,7 +11,6 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from kd_lightning.errors import ConfigError
-from kd_lightning.modules.speed import SpeedOptions
 from kd_lightning.modules.supervised import SupervisedModule
 
 
@@ -65,14 +64,13 @@ class MutualLearningModule(SupervisedModule):
         ce_weight: float = 1.0,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         num_classes: int = 10,
-        speed: SpeedOptions | None = None,
     ):
         peers = list(peers or [])
         if not peers:
             raise ConfigError("mutual learning needs at least one peer besides the model: set distill.peers")
         if temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {temperature}")
-        super().__init__(net, optimizer, None, scheduler, num_classes, speed)
+        super().__init__(net, optimizer, None, scheduler, num_classes)
         self.peers = nn.ModuleList(peers)
         self.temperature, self.kl_weight, self.ce_weight = temperature, kl_weight, ce_weight
         self.cohort_size = 1 + len(peers)

@@ -11,7 +11,6 @@ from torch import nn
 from kd_lightning.distill import FeatureTaps, soft_target_kl
 from kd_lightning.distill.self_distillation import ExitHead
 from kd_lightning.errors import ConfigError
-from kd_lightning.modules.speed import SpeedOptions
 from kd_lightning.modules.supervised import SupervisedModule
 
 
@@ -62,7 +61,6 @@ class SelfDistillationModule(SupervisedModule):
         width: int | None = None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         num_classes: int = 10,
-        speed: SpeedOptions | None = None,
     ):
         exits = list(exits or [])
         if not exits:
@@ -75,7 +73,7 @@ class SelfDistillationModule(SupervisedModule):
             raise ConfigError(f"alpha must be in [0, 1], got {alpha}")
         if feature_weight and feature_layer is None:
             raise ConfigError("feature_weight > 0 needs feature_layer: the deepest feature the exits are hinted to")
-        super().__init__(net, optimizer, None, scheduler, num_classes, speed)
+        super().__init__(net, optimizer, None, scheduler, num_classes)
         self.exits = exits
         self.feature_layer = feature_layer if feature_weight else None
         self.temperature, self.alpha, self.feature_weight = temperature, alpha, feature_weight

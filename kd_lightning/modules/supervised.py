@@ -16,22 +16,16 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from kd_lightning.distill import CrossEntropy, FeatureTaps, LossTerm, Outputs
 from kd_lightning.errors import ConfigError, NonFiniteLossError
-from kd_lightning.modules.speed import (
-    CapturedStep,
-    SpeedOptions,
-    capture_unavailable_reason,
-    stored_signature,
-    use_matmul_bias_grad,
-)
+from kd_lightning.fast import CheapHookLabels, stored_signature
 
 log = logging.getLogger(__name__)
 
 
-class SupervisedModule(L.LightningModule):
+class SupervisedModule(CheapHookLabels, L.LightningModule):
     """Trains ``net`` on a weighted sum of loss terms that need no teacher (by default plain cross-entropy).
 
     Each step yields one device vector ``[loss, term_1, ..., correct, count]``; it is summed on the device
-    (inside the captured graph on the fast path) and written to the loggers every
+    (:meth:`record`, inside the captured graph on the fast path) and written to the loggers every
     ``trainer.log_every_n_steps`` steps (one sync per window) as ``train/loss`` and ``train/<term>``, and
     per epoch as ``train/acc``. A non-finite loss stops training
     with :class:`NonFiniteLossError` before the next checkpoint.
@@ -44,9 +38,8 @@ class SupervisedModule(L.LightningModule):
         net: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         terms: Mapping[str, LossTerm] | None = None,
-        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler | dict] | None = None,
         num_classes: int = 10,
-        speed: SpeedOptions | None = None,
     ):
         super().__init__()
         terms = dict(terms) if terms else {"ce": CrossEntropy()}
@@ -60,8 +53,6 @@ class SupervisedModule(L.LightningModule):
         self.terms = nn.ModuleDict(terms)
         self.student_taps = FeatureTaps(net, [p for t in terms.values() for p in t.student_layers], "student")
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.speed = speed or SpeedOptions()
-        self.automatic_optimization = not self.speed.capture_step
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
@@ -69,14 +60,6 @@ class SupervisedModule(L.LightningModule):
         self._window_sum: torch.Tensor | None = None  # the steps' logged vectors summed since the last write
         self._window_steps = 0
         self._epoch_sum: torch.Tensor | None = None
-        self._captured_steps: dict[str, CapturedStep] = {}
-
-    def __setattr__(self, name: str, value) -> None:
-        # Lightning relabels the running hook ~20 times a step: spare that nn.Module's parameter/submodule checks
-        if name == "_current_fx_name":
-            self.__dict__[name] = value
-        else:
-            super().__setattr__(name, value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -86,15 +69,7 @@ class SupervisedModule(L.LightningModule):
         return [self.net]
 
     def on_fit_start(self) -> None:
-        self._captured_steps.clear()  # graphs of an earlier fit point at memory Lightning's teardown released
         self._window_sum, self._window_steps, self._epoch_sum = None, 0, None
-        for net in self.networks():
-            if self.speed.matmul_bias_grad:
-                use_matmul_bias_grad(net)
-            if self.speed.channels_last:
-                net.to(memory_format=torch.channels_last)
-            if self.speed.compile:
-                net.compile()
         self._allocate_per_sample_state()
 
     def _allocate_per_sample_state(self) -> None:
@@ -107,14 +82,20 @@ class SupervisedModule(L.LightningModule):
                 f"{[type(t).__name__ for t in terms]} keep state per training sample: fit with a datamodule "
                 f"that has num_train_samples (kd_lightning.data.ClassificationDataModule)"
             )
+        splits = getattr(self.trainer.datamodule, "splits", None) or {}
+        labels = splits["train"][1] if "train" in splits else None  # for terms that sample by class (CRD)
         for term in terms:
-            term.allocate(num_samples, self.device)
+            if "labels" in inspect.signature(term.allocate).parameters:
+                term.allocate(num_samples, self.device, labels=labels)
+            else:
+                term.allocate(num_samples, self.device)
 
     def teacher_outputs(self, x: torch.Tensor, index: torch.Tensor) -> Outputs | None:
         return None
 
     def step_key(self) -> str:
-        """Which captured graph fits the current state (a scheme whose step changes shape overrides it)."""
+        """Which captured graph fits the current state (a scheme whose step changes what it computes overrides
+        it: the fast path captures one graph per key)."""
         return "train"
 
     def losses(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,65 +136,21 @@ class SupervisedModule(L.LightningModule):
         count = torch.full_like(correct, target.shape[0])
         return torch.cat([torch.stack(losses).detach().float(), torch.stack([*extra_counts, correct, count]).float()])
 
-    @property
-    def transforms_train_batches(self) -> bool:
-        """Whether the captured training step prepares training batches itself (the datamodule's
-        ``prepare_images``: two launches fewer per step); the datamodule then hands them over as loaded."""
-        return self.speed.capture_step and hasattr(self.trainer.datamodule, "prepare_images")
-
-    def _manual_step(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> None:
-        if self.transforms_train_batches:
-            x = self.trainer.datamodule.prepare_images(x, train=True)
-        loss, values = self.losses(x, y, index)
-        if self.trainer.world_size > 1:
-            self.manual_backward(loss)  # under DDP (never captured) only Lightning's backward syncs gradients
-        else:
-            loss.backward()
-        self.optimizers().optimizer.step()
-        self._record(values)
-
     @stored_signature
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, index = batch
-        if self.automatic_optimization:
-            loss, values = self.losses(x, y, index)
-            self._record(values)
-        else:
-            loss = None
-            self._captured_step()(x, y, index)
-            lightning_optimizer = self.optimizers()
-            lightning_optimizer._on_before_step()  # Lightning's step counting, as LightningOptimizer.step does
-            lightning_optimizer._on_after_step()
-        self._count_step(last=batch_idx + 1 >= self.trainer.num_training_batches)
+        loss, values = self.losses(x, y, index)
+        self.record(values)
+        self.end_step(last=batch_idx + 1 >= self.trainer.num_training_batches)
         return loss
 
-    def _capture_unavailable_reason(self) -> str | None:
-        return capture_unavailable_reason(self.device, self.trainer.world_size, str(self.trainer.precision))
-
-    def _captured_step(self) -> CapturedStep:
-        key = self.step_key()
-        if key not in self._captured_steps:
-            reason = self._capture_unavailable_reason()
-            if reason and not self._captured_steps:
-                log.warning("speed.capture_step: %s; running the same step eagerly.", reason)
-            step = self._manual_step
-            if torch.is_autocast_enabled(self.device.type):  # a graph must not reuse autocast's weight-cast cache
-                dtype = torch.get_autocast_dtype(self.device.type)
-
-                def step(*inputs, _step=self._manual_step, _device=self.device.type, _dtype=dtype):
-                    with torch.autocast(_device, dtype=_dtype, cache_enabled=False):
-                        return _step(*inputs)
-
-            self._captured_steps[key] = CapturedStep(step, self.optimizers().optimizer, enabled=reason is None)
-        return self._captured_steps[key]
-
-    def _record(self, values: torch.Tensor) -> None:
+    def record(self, values: torch.Tensor) -> None:
         """Adds a step's logged vector to the window's sum, in place (it may run inside a captured graph)."""
         if self._window_sum is None:
             self._window_sum = torch.zeros_like(values)
         self._window_sum.add_(values)
 
-    def _count_step(self, last: bool) -> None:
+    def end_step(self, last: bool) -> None:
         """Ends a step; every ``log_every_n_steps`` steps, and at an epoch's end, writes the window's means."""
         self._window_steps += 1
         if last or self._window_steps >= self.trainer.log_every_n_steps:
@@ -237,8 +174,6 @@ class SupervisedModule(L.LightningModule):
             correct, count = self._epoch_sum[-2:]
             self.log("train/acc", correct / count)
             self._epoch_sum = None
-        if not self.automatic_optimization and self.lr_schedulers() is not None:
-            self.lr_schedulers().step()
 
     def _evaluate(self, batch, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy, stage: str) -> None:
         x, y, _ = batch
@@ -255,14 +190,37 @@ class SupervisedModule(L.LightningModule):
         self._evaluate(batch, self.test_loss, self.test_acc, "test")
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        factory = self.optimizer_factory
-        optimizer_class = getattr(factory, "func", factory)
-        capturing = self.speed.capture_step and self._capture_unavailable_reason() is None
-        if capturing and "capturable" in inspect.signature(optimizer_class).parameters:
-            optimizer = factory(params=params, capturable=True)  # optimizer state on the device, graph-safe
-        else:
-            optimizer = factory(params=params)
+        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer=optimizer)}
+        kwargs = {"optimizer": optimizer}
+        if _wants(self.scheduler_factory, "total_steps"):  # OneCycleLR, warm-up + cosine: the fit's length
+            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        if _wants(self.scheduler_factory, "total_epochs"):
+            kwargs["total_epochs"] = self.trainer.max_epochs
+        scheduler = self.scheduler_factory(**kwargs)  # a scheduler, or Lightning's dict with its interval
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def _wants(factory: Callable, name: str) -> bool:
+    """Whether ``factory`` takes argument ``name`` and nothing has set it (no default but None)."""
+    parameter = inspect.signature(factory).parameters.get(name)
+    return parameter is not None and parameter.default in (inspect.Parameter.empty, None)
+
+
+def lightning_scheduler(
+    factory: Callable[..., torch.optim.lr_scheduler.LRScheduler], optimizer: torch.optim.Optimizer,
+    interval: str = "epoch", frequency: int = 1, total_steps: int | None = None, total_epochs: int | None = None,
+) -> dict:
+    """Lightning's scheduler config: ``factory(optimizer)`` stepped every ``frequency`` epochs or steps.
+
+    A factory that takes ``total_steps`` and has it unset gets the fit's length in its own unit: optimizer
+    steps when ``interval`` is step, epochs when it is epoch.
+    """
+    if interval not in ("epoch", "step"):
+        raise ConfigError(f"scheduler.interval must be 'epoch' or 'step', got {interval!r}")
+    kwargs = {"optimizer": optimizer}
+    length = total_steps if interval == "step" else total_epochs
+    if length is not None and _wants(factory, "total_steps"):
+        kwargs["total_steps"] = length
+    return {"scheduler": factory(**kwargs), "interval": interval, "frequency": frequency}

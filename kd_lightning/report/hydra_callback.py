@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -52,5 +53,11 @@ class SummaryTable(Callback):
             log.warning("Could not draw the sweep's figures: %s", err)
             written = [self.folder / f"{self.stem}.md"]
         if written and written[0].is_file():
-            log.info("Results table: %s\n%s\nAlso: %s", written[0], written[0].read_text(),
+            log.info("Runs in %s/ (TensorBoard: tensorboard --logdir %s). Results table: %s\n%s\nAlso: %s",
+                     config.paths.log_dir, config.paths.log_dir, written[0], written[0].read_text(),
                      ", ".join(str(p) for p in written[1:]))
+        failed = [s for s in read_summaries(p for p in self.job_dirs if p.is_file()) if s.get("status") == "failed"]
+        if failed:
+            names = ", ".join(f"{s['run_name']} seed {s['seed']}" for s in failed)
+            log.error("%d of %d jobs failed: %s", len(failed), len(self.job_dirs), names)
+            sys.exit(1)

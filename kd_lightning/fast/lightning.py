@@ -1,0 +1,55 @@
+"""Every use of Lightning internals by the fast path, in one place; ``tests/test_speed.py`` fails if a Lightning
+release changes what they rely on (step counting under manual optimisation, signature lookups, hook labels)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import lightning.pytorch as L
+
+
+def count_optimizer_step(module: L.LightningModule) -> None:
+    """Advances ``trainer.global_step`` for a step taken outside ``LightningOptimizer.step`` (a replayed graph
+    stepped the optimizer): the two calls ``LightningOptimizer.step`` makes around ``optimizer.step``. The
+    automatic loop's counter advances too, so a checkpoint resumes at the same step with or without capture."""
+    lightning_optimizer = module.optimizers()
+    lightning_optimizer._on_before_step()
+    lightning_optimizer._on_after_step()
+    automatic = _step_progress(module.trainer)[0]
+    automatic.increment_ready()
+    automatic.increment_completed()
+
+
+def _step_progress(trainer: L.Trainer) -> tuple:
+    """The optimizer-step counters of Lightning's automatic and manual optimisation loops (``global_step`` reads
+    the one of the module's current mode)."""
+    loop = trainer.fit_loop.epoch_loop
+    return loop.automatic_optimization.optim_progress.optimizer.step, loop.manual_optimization.optim_step_progress
+
+
+def align_step_counters(trainer: L.Trainer) -> None:
+    """After a resume: both loops' step counters at the larger of the two (a checkpoint written without capture
+    only advanced the automatic one)."""
+    counters = _step_progress(trainer)
+    steps = max(c.total.completed for c in counters)
+    for counter in counters:
+        counter.total.ready = counter.total.completed = steps
+
+
+def stored_signature(training_step: Callable) -> Callable:
+    """Decorates a ``training_step``: Lightning reads its signature every step (to pass ``batch_idx``),
+    which ``inspect`` otherwise rebuilds each time; a stored ``__signature__`` makes that a lookup."""
+    training_step.__signature__ = inspect.signature(training_step)
+    return training_step
+
+
+class CheapHookLabels:
+    """Mixin for a LightningModule: Lightning relabels the running hook (``_current_fx_name``) about 20 times a
+    step, each going through ``nn.Module.__setattr__``'s parameter and submodule checks; this stores it plainly."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "_current_fx_name":
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)

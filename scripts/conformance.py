@@ -1,0 +1,271 @@
+"""Captured vs eager on the GPU: the fast path must train the same model as the eager step.
+
+For each case, two fits start from the same weights and see the same batches (GPU-resident, seeded order):
+one with ``speed.capture_step=true`` (the step replayed as a CUDA graph), one with the scheme's own eager step;
+every other fast option is the same in both (bf16 autocast, channels_last, the teacher cache, fused
+optimizers). Per step it records the logged training loss and the learning rate the optimizer holds (the
+value the graph reads); at the end it compares the trajectories and the final weights.
+
+Cases: every experiment in ``conf/experiment/`` (shortened, synthetic data, random teachers) and every
+optimizer × schedule (Adam, SGD × none, cosine, multistep, warm-up + cosine, OneCycle with and without
+momentum cycling) on the tutorial's KD student and on WRN-16-2 (BatchNorm), schedules shortened so each
+run crosses at least two changes. A control case re-creates the old behaviour (a learning rate baked into
+the graph) and must be caught. One line per case; exit status 1 on any mismatch.
+
+    python scripts/conformance.py [--only SUBSTRING] [--out FILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import lightning.pytorch as L
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
+from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR, OneCycleLR
+
+from kd_lightning.data import ClassificationDataModule, SyntheticSource
+from kd_lightning.distill import CrossEntropy, SoftTargetKD
+from kd_lightning.fast import FastPath
+from kd_lightning.fast import optim as fast_optim
+from kd_lightning.models import DeepNN, LightNN
+from kd_lightning.modules import DistillationModule, SupervisedModule
+from kd_lightning.modules.schedules import warmup_cosine
+from kd_lightning.modules.supervised import lightning_scheduler
+from kd_lightning.train import build_module
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS, BATCHES, BATCH = 4, 12, 128  # 48 steps; the last batch of each epoch is smaller (eager in both runs)
+TOLERANCE = 1e-2  # relative: bf16 autocast, fused kernels whose rounding differs with a tensor learning rate
+
+
+class Trajectory(Logger, L.Callback):
+    """Each step's logged ``train/loss`` (log_every_n_steps=1) and the learning rate the optimizer holds."""
+
+    name, version = "trajectory", 0
+
+    def __init__(self):
+        super().__init__()
+        self.losses, self.lrs = [], []
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:
+        if "train/loss" in metrics:
+            self.losses.append(float(metrics["train/loss"]))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.lrs.append(float(trainer.optimizers[0].param_groups[0]["lr"]))
+
+
+def datamodule(seed: int = 0) -> ClassificationDataModule:
+    source = SyntheticSource("cifar10", num_train=(BATCHES - 1) * BATCH + 64 + 256, num_test=256, seed=seed)
+    return ClassificationDataModule("cifar10", source, 10, [0.49, 0.48, 0.45], [0.25, 0.24, 0.26], val_size=256,
+                                    batch_size=BATCH, resident=True, channels_last=True, seed=seed)
+
+
+DEVICE = {"accelerator": "gpu", "precision": "bf16-mixed"}  # --device cpu: a dry run of the script itself
+
+
+def fit(build, data, capture: bool, epochs: int = EPOCHS, limit: int | None = None) -> tuple[Trajectory, torch.Tensor]:
+    torch.manual_seed(0)
+    module, trajectory = build(), Trajectory()
+    speed = FastPath(channels_last=True, capture_step=capture, teacher_cache=True, matmul_bias_grad=True)
+    trainer = L.Trainer(devices=1, **DEVICE, max_epochs=epochs, logger=trajectory,
+                        callbacks=[trajectory, speed], log_every_n_steps=1, limit_val_batches=0,
+                        limit_train_batches=limit or 1.0, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, benchmark=False)
+    L.seed_everything(0, verbose=False)
+    trainer.fit(module, datamodule=data)
+    weights = torch.cat([p.detach().float().flatten() for p in module.parameters()])
+    return trajectory, weights
+
+
+def relative(a, b) -> float:
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+def compare(name: str, build, data_factory, expect_mismatch: bool = False, **fit_kw) -> dict:
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught, _captured_log() as log_lines:
+        warnings.simplefilter("always")
+        captured, w_captured = fit(build, data_factory(), capture=True, **fit_kw)
+        eager, w_eager = fit(build, data_factory(), capture=False, **fit_kw)
+    n = min(len(captured.losses), len(eager.losses))
+    result = {
+        "case": name,
+        "steps": len(captured.lrs),
+        "lr_changes": sum(1 for a, b in zip(eager.lrs, eager.lrs[1:]) if a != b),
+        "lr_max_rel_diff": max((abs(a - b) / max(abs(b), 1e-12) for a, b in zip(captured.lrs, eager.lrs)), default=0.0),
+        "loss_rel_diff": relative(captured.losses[:n], eager.losses[:n]),
+        "weights_rel_diff": relative(w_captured, w_eager),
+        "fell_back": any("running the same step eagerly" in line for line in log_lines),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    same = (len(captured.lrs) == len(eager.lrs) and result["lr_max_rel_diff"] < 1e-6
+            and result["loss_rel_diff"] < TOLERANCE and result["weights_rel_diff"] < TOLERANCE)
+    result["ok"] = same != expect_mismatch
+    verdict = "ok" if result["ok"] else "MISMATCH"
+    if expect_mismatch:
+        verdict += " (control: must differ, " + ("caught" if not same else "NOT caught") + ")"
+    print(f"{verdict:8s} {name:46s} steps {result['steps']:3d}  lr changes {result['lr_changes']:3d}  "
+          f"lr Δ {result['lr_max_rel_diff']:.1e}  loss Δ {result['loss_rel_diff']:.1e}  "
+          f"weights Δ {result['weights_rel_diff']:.1e}{'  (eager fallback)' if result['fell_back'] else ''}  "
+          f"{result['seconds']} s", flush=True)
+    return result
+
+
+class _captured_log:
+    """Collects kd_lightning's log lines during a case (the fallback warnings)."""
+
+    def __enter__(self):
+        self.lines: list[str] = []
+        self.handler = logging.Handler()
+        self.handler.emit = lambda record: self.lines.append(record.getMessage())
+        logging.getLogger("kd_lightning").addHandler(self.handler)
+        return self.lines
+
+    def __exit__(self, *exc):
+        logging.getLogger("kd_lightning").removeHandler(self.handler)
+
+
+OPTIMIZERS = {
+    "adam": functools.partial(torch.optim.Adam, lr=2e-3, fused=True),
+    "sgd": functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True, fused=True),
+}
+
+
+def schedules(max_lr: float) -> dict:
+    return {
+        "none": None,
+        "cosine": functools.partial(lightning_scheduler, functools.partial(CosineAnnealingLR, T_max=EPOCHS)),
+        "multistep": functools.partial(lightning_scheduler, functools.partial(MultiStepLR, milestones=[1, 2, 3],
+                                                                               gamma=0.2)),
+        "warmup_cosine": functools.partial(lightning_scheduler, functools.partial(warmup_cosine, warmup=10),
+                                           interval="step"),
+        "onecycle": functools.partial(lightning_scheduler, functools.partial(OneCycleLR, max_lr=max_lr,
+                                                                             cycle_momentum=False), interval="step"),
+        "onecycle_cycling_momentum": functools.partial(
+            lightning_scheduler, functools.partial(OneCycleLR, max_lr=max_lr), interval="step"),
+    }
+
+
+def kd_student(optimizer, scheduler):
+    def build():
+        torch.manual_seed(1)
+        teacher = DeepNN()
+        torch.manual_seed(0)
+        terms = {"ce": CrossEntropy(0.75), "kd": SoftTargetKD(0.25, 2.0)}
+        return DistillationModule(LightNN(), teacher, terms, optimizer, scheduler)
+    return build
+
+
+def wrn_16_2(optimizer, scheduler):
+    from kd_lightning.models import build as build_model
+
+    def build():
+        torch.manual_seed(0)
+        return SupervisedModule(build_model("wrn_16_2", num_classes=10), optimizer, scheduler=scheduler)
+    return build
+
+
+def matrix_cases(only: str | None) -> list[dict]:
+    results = []
+    for net_name, builder in (("kd LightNN<-DeepNN", kd_student), ("wrn_16_2", wrn_16_2)):
+        for opt_name, optimizer in OPTIMIZERS.items():
+            for sched_name, scheduler in schedules(optimizer.keywords["lr"]).items():
+                name = f"{net_name} {opt_name} {sched_name}"
+                if only and only not in name:
+                    continue
+                results.append(compare(name, builder(optimizer, scheduler), datamodule))
+    return results
+
+
+def control_case(only: str | None) -> list[dict]:
+    """The old behaviour: learning rates left as Python floats, read once at capture. Must be caught."""
+    name = "control: lr baked into the graph (old code)"
+    if only and only not in name:
+        return []
+    original = fast_optim.graph_safe_optimizer
+
+    def baked(optimizer, device, capture):
+        for group in optimizer.param_groups:  # capturable, but the rate stays a host float
+            group.setdefault("capturable", True)
+        return None
+
+    scheduler = schedules(0.05)["multistep"]
+    try:
+        from kd_lightning.fast import callback
+        callback.graph_safe_optimizer = baked
+        return [compare(name, kd_student(OPTIMIZERS["sgd"], scheduler), datamodule, expect_mismatch=True)]
+    finally:
+        callback.graph_safe_optimizer = original
+
+
+def experiment_cases(only: str | None, workdir: Path) -> list[dict]:
+    results = []
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        for path in sorted((ROOT / "conf" / "experiment").glob("*.yaml")):
+            name = f"experiment {path.stem}"
+            if only and only not in name:
+                continue
+            overrides = [f"+experiment={path.stem}", "speed=fast", f"trainer.accelerator={DEVICE['accelerator']}",
+                         f"trainer.precision={DEVICE['precision']}", "data/source=synthetic",
+                         f"paths.log_dir={workdir}", f"paths.output_dir={workdir}/run", "data.val_size=256"]
+            cfg = compose("train", overrides=overrides)
+            if cfg.get("teacher"):
+                state = workdir / f"{path.stem}_teacher.pt"
+                torch.manual_seed(1)
+                torch.save(instantiate(cfg.teacher.net).state_dict(), state)
+                cfg = compose("train", overrides=[*overrides, f"teacher.checkpoint={state}"])
+            epochs = min(int(cfg.trainer.max_epochs), 3)
+
+            def data_factory(cfg=cfg):
+                return instantiate(cfg.data)
+
+            results.append(compare(name, functools.partial(build_module, cfg), data_factory, epochs=epochs, limit=10))
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", help="run the cases whose name contains this")
+    parser.add_argument("--out", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                        help="cpu: a dry run of this script (no graphs: both runs are eager)")
+    args = parser.parse_args()
+    if args.device == "cpu":
+        DEVICE.update(accelerator="cpu", precision="32-true")
+    elif not torch.cuda.is_available():
+        print("conformance: needs a CUDA GPU (the captured step only exists there)")
+        return 2
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as workdir:
+        results = [*control_case(args.only), *matrix_cases(args.only), *experiment_cases(args.only, Path(workdir))]
+    failed = [r["case"] for r in results if not r["ok"]]
+    print(f"{len(results) - len(failed)} of {len(results)} cases conform ({time.perf_counter() - start:.0f} s, "
+          f"{torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu'}, torch {torch.__version__}, "
+          f"tolerance {TOLERANCE})")
+    if failed:
+        print("MISMATCH: " + "; ".join(failed))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
