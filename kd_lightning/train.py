@@ -68,7 +68,7 @@ def train(cfg: DictConfig) -> dict:
         test_metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
         summary.update({key: _metric(value) for key, value in test_metrics.items()})
     _write_summary(output_dir, summary)
-    log_hparams(loggers, cfg, summary, trainer.global_step)  # TensorBoard's HPARAMS tab: settings vs val/test acc
+    log_hparams(loggers, cfg)  # TensorBoard's HPARAMS tab: this run's settings against its val/test accuracy
     return summary
 
 

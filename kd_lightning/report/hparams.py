@@ -28,7 +28,7 @@ METRICS = ("val/acc", "test/acc")
 COMPARED = ("method", "model", "teacher", "terms", "lr", "epochs", "seed", "dataset")  # in this order
 
 
-def hparams_of(config: Mapping | None, seed, run: str) -> dict:
+def hparams_of(config: Mapping | None, seed) -> dict:
     """The flat hyperparameters a person compares, from a summary's ``config``: str/float/bool values only."""
     flat = flatten(config or {})
     chosen = {k: v for key in COMPARED for k, v in flat.items() if k == key or k.startswith(f"{key}.")}
@@ -38,7 +38,7 @@ def hparams_of(config: Mapping | None, seed, run: str) -> dict:
 
 
 def hparams(cfg: DictConfig) -> dict:
-    return hparams_of(run_config(cfg), cfg.seed, cfg.run_name + cfg.get("run_tag", ""))
+    return hparams_of(run_config(cfg), cfg.seed)
 
 
 @rank_zero_only
@@ -90,7 +90,7 @@ def write_experiment(log_dir: str | Path) -> Path | None:
     from torch.utils.tensorboard import SummaryWriter
 
     log_dir = Path(log_dir)
-    sessions = [hparams_of(s.get("config"), s.get("seed"), s["run_name"]) for s in read_summaries([log_dir])
+    sessions = [hparams_of(s.get("config"), s.get("seed")) for s in read_summaries([log_dir])
                 if s.get("status") == "done"]
     if not sessions:
         return None
@@ -118,7 +118,7 @@ def _experiment_summary(infos, metrics):
     return Summary(value=[Summary.Value(tag=metadata.EXPERIMENT_TAG, metadata=SummaryMetadata(plugin_data=plugin))])
 
 
-def log_hparams(loggers: list[Logger], cfg: DictConfig, summary: Mapping, step: int) -> None:
+def log_hparams(loggers: list[Logger], cfg: DictConfig) -> None:
     """After a run: its session, then the log folder's experiment definition (TensorBoard loggers only)."""
     log_session(loggers, cfg)
     if any(isinstance(logger, TensorBoardLogger) for logger in loggers):
