@@ -43,7 +43,8 @@ def test_image_folder_reads_every_image_with_its_class(mnist_folder):
 
 def test_image_folder_trains_a_teacher_and_a_kd_student(mnist_folder, make_config, tmp_path):
     root, _, _ = mnist_folder
-    data = ["data=image_folder", "data/source=image_folder", f"data.source.root={root}", "data.num_classes=10", "data.val_size=20",
+    data = ["data=image_folder", "data/source=image_folder", f"data.source.root={root}", "data.num_classes=10",
+            "data.val_size=20",
             "data.batch_size=32"]
     teacher = train(make_config(*data, "model=mlp_teacher", "run_name=folder_teacher", "trainer.max_epochs=2",
                                 f"paths.output_dir={tmp_path}/teacher"))

@@ -56,7 +56,7 @@ def test_csv_logger_writes_curves_the_report_reads(make_config, tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed")
 def test_missing_logger_package_is_a_clear_error(make_config):
-    with pytest.raises(ConfigError, match=r"logger.wandb \(WandbLogger\) needs the wandb package.*kd_lightning\[wandb\]"):
+    with pytest.raises(ConfigError, match=r"logger.wandb \(WandbLogger\) needs the wandb package.*\[wandb\]"):
         instantiate_loggers(make_config("logger=wandb").logger)
 
 

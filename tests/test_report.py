@@ -127,7 +127,8 @@ def test_write_report_writes_markdown_csv_and_figures(tmp_path):
     names = sorted(p.name for p in written)
     assert names == ["t.csv", "t.md", "t_accuracy.png", "t_val_acc.png", "t_vs_terms.kd.temperature.png"]
     frame = pd.read_csv(tmp_path / "out" / "t.csv")
-    assert list(frame["overrides"].fillna("")) == ["distill.terms.kd.temperature=2", "distill.terms.kd.temperature=10", ""]
+    temperature = "distill.terms.kd.temperature"
+    assert list(frame["overrides"].fillna("")) == [f"{temperature}=2", f"{temperature}=10", ""]
     assert frame["delta_pp"].round(6).tolist()[:2] == [pytest.approx(6.0), pytest.approx(-3.0)]
     assert frame["test/acc mean"].tolist() == pytest.approx([0.71, 0.62, 0.65])
     assert all(p.stat().st_size > 5000 for p in written if p.suffix == ".png")

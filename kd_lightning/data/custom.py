@@ -114,7 +114,8 @@ class ImageFolderSource:
         self.classes = splits["train"][0]
         for name, (classes, _, _) in splits.items():
             if classes != self.classes:
-                only_here, only_train = sorted(set(classes) - set(self.classes)), sorted(set(self.classes) - set(classes))
+                only_here = sorted(set(classes) - set(self.classes))
+                only_train = sorted(set(self.classes) - set(classes))
                 raise ConfigError(f"{self.root / name} has other classes than {self.root / 'train'}: only in {name}: "
                                   f"{only_here}, only in train: {only_train}; every split needs the same class folders")
         if self.num_classes is not None and len(self.classes) != self.num_classes:

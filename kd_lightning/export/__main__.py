@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 
 from kd_lightning.errors import ConfigError, KDError
 from kd_lightning.export.checkpoint import read_checkpoint, student_state_dict
-from kd_lightning.export.deploy import INPUTS, Deployable, example_input, export_onnx, export_program
+from kd_lightning.export.deploy import INPUTS, Deployable, export_onnx, export_program
 
 log = logging.getLogger("kd_lightning.export")
 
@@ -75,8 +75,8 @@ def export(run: str | Path, out: Path | None = None, input: str = "uint8", num_i
         "model": facts["student"],
         "num_classes": facts.get("num_classes"),
         "dataset": facts["data"].get("name"),
-        "input": {"name": "images", "layout": "NCHW", "shape": shape, "dtype": "uint8" if input == "uint8" else "float32",
-                  "range": "0..255" if input == "uint8" else "0..1"},
+        "input": {"name": "images", "layout": "NCHW", "shape": shape, **(
+            {"dtype": "uint8", "range": "0..255"} if input == "uint8" else {"dtype": "float32", "range": "0..1"})},
         "normalisation": {"mean": mean, "std": std, "built_into": ["student.onnx", "student.pt2"]},
         "output": {"name": "logits", "shape": ["N", facts.get("num_classes")]},
         "checkpoint": str(ckpt_path),

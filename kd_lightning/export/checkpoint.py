@@ -40,7 +40,8 @@ def read_checkpoint(path: str | Path) -> dict:
     if path.is_dir():  # a run folder
         path = path / "checkpoints" / "last.ckpt"
     if not path.is_file():
-        raise ConfigError(f"no checkpoint at {path.resolve()}: give a run folder (with checkpoints/last.ckpt) or a .ckpt")
+        raise ConfigError(f"no checkpoint at {path.resolve()}: give a run folder (with checkpoints/last.ckpt) "
+                          f"or a .ckpt")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if "student" not in checkpoint.get("hyper_parameters", {}):
         raise ConfigError(

@@ -58,6 +58,12 @@ def _teacher_name(net: Mapping | None, choice: str | None) -> str | None:
     return from_net if (from_net and ":" in from_net) or not choice else choice
 
 
+def _scheduler_name(cfg: DictConfig, choices: Mapping) -> str | None:
+    if not cfg.get("scheduler"):
+        return None
+    return choices.get("scheduler") or _target_name(OmegaConf.to_container(cfg.scheduler))
+
+
 def run_config(cfg: DictConfig) -> dict:
     """What a results table groups runs by (resolved values; no paths, seeds or speed switches)."""
     choices = _choices()
@@ -77,7 +83,7 @@ def run_config(cfg: DictConfig) -> dict:
         "optimizer": choices.get("optimizer") or _target_name(container(optimizer)),
         "lr": optimizer.get("lr"),
         "weight_decay": optimizer.get("weight_decay"),
-        "scheduler": choices.get("scheduler") or (_target_name(container(cfg.scheduler)) if cfg.get("scheduler") else None),
+        "scheduler": _scheduler_name(cfg, choices),
         "epochs": cfg.trainer.get("max_epochs"),
         "batch_size": cfg.data.get("batch_size"),
         "max_train_samples": cfg.data.get("max_train_samples"),

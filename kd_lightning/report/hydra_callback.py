@@ -36,7 +36,9 @@ class SummaryTable(Callback):
 
     def _write(self, plots: bool) -> list[Path]:
         summaries = read_summaries(p for p in self.job_dirs if p.is_file())
-        return write_report(summaries, self.folder, self.stem, self.metric, self.baseline, plots=plots) if summaries else []
+        if not summaries:
+            return []
+        return write_report(summaries, self.folder, self.stem, self.metric, self.baseline, plots=plots)
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         if self.folder is None:  # a single run: its summary.json is the result

@@ -214,7 +214,7 @@ def table_rows(summaries: list[dict], metric: str = "test/acc", baseline: str | 
             "params": done[0].get("params") if done else None,
             "train_time_s": statistics.mean(times) if times else None,
             **{f"setting.{k}": v for k, v in group.settings.items()},
-            **{f"method.{k}": v for k, v in (flatten(group.config) if group.config else {}).items() if is_method_key(k)},
+            **{f"method.{k}": v for k, v in flatten(group.config or {}).items() if is_method_key(k)},
             "_group": group,
         })
     return rows
@@ -258,10 +258,12 @@ def markdown_table(summaries: list[dict], metric: str = "test/acc", baseline: st
             if row["is_baseline"]:
                 delta = " baseline |"
             if row["no_delta_because"]:
-                notes.append(f"No Δ for {row['run']} {row['distinct_overrides']}: {row['no_delta_because']}.".replace(" :", ":"))
+                label = f"{row['run']} {row['distinct_overrides']}".strip()
+                notes.append(f"No Δ for {label}: {row['no_delta_because']}.")
         params = f"{row['params']:,}" if row["params"] is not None else "–"
         time = f"{row['train_time_s']:.1f}" if row["train_time_s"] is not None else "–"
-        lines.append(f"| {row['run']} | {row['distinct_overrides'] or '–'} | {spread} |{delta} {per_seed} | {params} | {time} |")
+        overrides = row["distinct_overrides"] or "–"
+        lines.append(f"| {row['run']} | {overrides} | {spread} |{delta} {per_seed} | {params} | {time} |")
     lines += [f"\n{note}" for note in notes]
     for summary in summaries:
         if summary.get("status") == "failed":
