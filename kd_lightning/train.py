@@ -21,8 +21,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from kd_lightning.errors import KDError
+from kd_lightning.export.checkpoint import rebuild_facts
+from kd_lightning.lr_find import find_lr
 from kd_lightning.modules.supervised import lightning_scheduler
 from kd_lightning.report import EpochThroughput
+from kd_lightning.report.facts import safe_run_config
+from kd_lightning.report.hparams import log_hparams
+from kd_lightning.report.loggers import instantiate_loggers
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +37,14 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
+    module.save_hyperparameters(rebuild_facts(cfg), logger=False)  # what kd_lightning.export rebuilds the net from
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + [instantiate(cfg.speed)]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    loggers = instantiate_loggers(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    if cfg.get("lr_find"):  # +tune=lr_find: Lightning's learning-rate finder instead of training
+        return find_lr(trainer, module, datamodule, cfg.lr_find, output_dir)
 
     last = output_dir / "checkpoints" / "last.ckpt"
     resume_from = str(last) if cfg.resume and last.is_file() else None
@@ -60,6 +68,7 @@ def train(cfg: DictConfig) -> dict:
         test_metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
         summary.update({key: _metric(value) for key, value in test_metrics.items()})
     _write_summary(output_dir, summary)
+    log_hparams(loggers, cfg)  # TensorBoard's HPARAMS tab: this run's settings against its val/test accuracy
     return summary
 
 
@@ -92,7 +101,8 @@ def _metric(value) -> float | None:
 def _identity(cfg: DictConfig) -> dict:
     """What tells runs apart in tables: name, seed and the overrides in the run's folder name."""
     overrides = HydraConfig.get().job.override_dirname if HydraConfig.initialized() else ""
-    return {"run_name": cfg.run_name + cfg.run_tag, "seed": cfg.seed, "overrides": overrides}
+    return {"run_name": cfg.run_name + cfg.run_tag, "seed": cfg.seed, "overrides": overrides,
+            "config": safe_run_config(cfg)}
 
 
 def _write_summary(output_dir: Path, summary: dict) -> None:

@@ -13,12 +13,15 @@ from torch import nn
 from kd_lightning.errors import ConfigError, MissingTeacherError
 
 
-def load_teacher(net: nn.Module, checkpoint: str | Sequence[str], train_command: str | None = None) -> nn.Module:
+def load_teacher(net: nn.Module, checkpoint: str | Sequence[str] | None, train_command: str | None = None) -> nn.Module:
     """Load ``net``'s weights from a Lightning checkpoint (keys ``net.*``) or a plain state dict; freeze it.
 
-    ``checkpoint`` may list candidates: the first that exists is used. The returned network is in eval
+    ``checkpoint`` may list candidates: the first that exists is used; ``None`` keeps the weights ``net`` was
+    built with (e.g. a torchvision/timm teacher given a ``weights_path``). The returned network is in eval
     mode with ``requires_grad=False``.
     """
+    if checkpoint is None:
+        return net.eval().requires_grad_(False)
     candidates = [Path(checkpoint)] if isinstance(checkpoint, str) else [Path(c) for c in checkpoint]
     path = next((c for c in candidates if c.is_file()), None)
     if path is None:
