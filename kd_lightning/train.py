@@ -28,8 +28,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kd_lightning.errors import ConfigError, KDError
+from kd_lightning.export.checkpoint import rebuild_facts
+from kd_lightning.lr_find import find_lr
 from kd_lightning.modules.supervised import lightning_scheduler
 from kd_lightning.report import EpochThroughput
+from kd_lightning.report.facts import safe_run_config
+from kd_lightning.report.hparams import log_hparams
+from kd_lightning.report.loggers import instantiate_loggers
 from kd_lightning.runs import (
     AtomicCheckpointIO,
     RunLock,
@@ -100,11 +105,14 @@ def _fit_and_test(cfg: DictConfig, overrides: list[str], output_dir: Path, conte
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
+    module.save_hyperparameters(rebuild_facts(cfg), logger=False)  # what kd_lightning.export rebuilds the net from
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None] + [instantiate(cfg.speed)]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    loggers = instantiate_loggers(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    if cfg.get("lr_find"):  # +tune=lr_find: Lightning's learning-rate finder instead of training
+        return find_lr(trainer, module, datamodule, cfg.lr_find, output_dir)
 
     last = output_dir / "checkpoints" / "last.ckpt"
     resume_from = str(last) if cfg.resume and last.is_file() else None
@@ -142,6 +150,7 @@ def _fit_and_test(cfg: DictConfig, overrides: list[str], output_dir: Path, conte
         summary["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
         if not child and trainer.is_global_zero:
             write_summary(output_dir, summary, replace_done=True)
+        log_hparams(loggers, cfg)  # TensorBoard's HPARAMS tab: this run's settings against its val/test accuracy
     return summary
 
 
@@ -254,7 +263,7 @@ def _record(cfg: DictConfig, overrides: list[str]) -> dict:
     shown = [o for o in overrides
              if not any(override_key(o) == e or override_key(o).startswith(e + ".") for e in excludes)]
     return {"run_name": cfg.run_name + cfg.run_tag, "seed": cfg.seed, "overrides": ",".join(shown),
-            "run_dir": str(Path(cfg.paths.output_dir).resolve())}
+            "run_dir": str(Path(cfg.paths.output_dir).resolve()), "config": safe_run_config(cfg)}
 
 
 def _data_record(cfg: DictConfig) -> dict:

@@ -240,16 +240,20 @@ def control_case(only: str | None) -> list[dict]:
 def experiment_cases(only: str | None, workdir: Path) -> list[dict]:
     results = []
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        for path in sorted((ROOT / "conf" / "experiment").glob("*.yaml")):
-            name = f"experiment {path.stem}"
+        folder = ROOT / "conf" / "experiment"
+        for path in sorted(folder.rglob("*.yaml")):
+            experiment = path.relative_to(folder).with_suffix("").as_posix()
+            if experiment.startswith("base/") or "/base/" in experiment:  # shared bases, not experiments
+                continue
+            name = f"experiment {experiment}"
             if only and only not in name:
                 continue
-            overrides = [f"+experiment={path.stem}", "speed=fast", f"trainer.accelerator={DEVICE['accelerator']}",
+            overrides = [f"+experiment={experiment}", "speed=fast", f"trainer.accelerator={DEVICE['accelerator']}",
                          f"trainer.precision={DEVICE['precision']}", "data/source=synthetic",
                          f"paths.log_dir={workdir}", f"paths.output_dir={workdir}/run", "data.val_size=256"]
             cfg = compose("train", overrides=overrides)
             if cfg.get("teacher"):
-                state = workdir / f"{path.stem}_teacher.pt"
+                state = workdir / f"{experiment.replace('/', '_')}_teacher.pt"
                 torch.manual_seed(1)
                 torch.save(instantiate(cfg.teacher.net).state_dict(), state)
                 cfg = compose("train", overrides=[*overrides, f"teacher.checkpoint={state}"])

@@ -4,10 +4,13 @@ learning rates, CRD's class-aware negatives. The full pair × method × class-co
 
 import functools
 import itertools
+import math
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -15,8 +18,8 @@ from kd_lightning.distill import AttentionTransfer, FeatureTaps, Outputs
 from kd_lightning.distill.adapters import ConvRegressor
 from kd_lightning.distill.crd import CRD
 from kd_lightning.distill.multilayer import LayerSum
-from kd_lightning.errors import ConfigError, FeatureShapeError
-from kd_lightning.train import train
+from kd_lightning.errors import ConfigError, FeatureShapeError, MissingTeacherError
+from kd_lightning.train import _scheduler, train
 
 from conftest import CONF, compose_config
 
@@ -26,12 +29,12 @@ REPDISTILLER_PAIRS = [
     "resnet32x4_shufflenetv2", "resnet56_resnet20", "vgg13_mobilenetv2", "vgg13_vgg8", "wrn40_2_wrn16_2",
     "wrn40_2_wrn40_1",
 ]
-# every training scheme but data_free (its own datamodule: a generator makes the images) and multi_teacher (needs a
+# every training scheme (none: labels only) but data_free (its own datamodule: a generator makes the images) and multi_teacher (needs a
 # teacher group of several networks, e.g. teacher=cifar10_deep_nn_pair)
 METHODS = sorted({p.stem for p in (CONF / "distill").glob("*.yaml")} - {"data_free", "multi_teacher"})
 # the methods with published CIFAR-100 weights have their own experiment; the others run with their yaml's defaults
-PUBLISHED = {m: f"cifar100_{m}" for m in ("kd", "at", "sp", "crd", "pkt", "rkd", "dkd", "dist")}
-PUBLISHED["hint"] = "cifar100_fitnets"  # RepDistiller's FitNets: one stage, CE + 100 · hint
+PUBLISHED = {m: f"cifar100/{m}" for m in ("kd", "at", "sp", "crd", "pkt", "rkd", "dkd", "dist")}
+PUBLISHED["hint"] = "cifar100/fitnets"  # RepDistiller's FitNets: one stage, CE + 100 · hint
 
 # tiny synthetic CIFAR: 320 training images of which 64 validate, batches of 4
 TINY = ["data/source=synthetic", "data.source.num_train=320", "data.val_size=64", "data.source.num_test=32",
@@ -121,29 +124,81 @@ def run(tmp_path, teacher_state, *overrides):
 def method_overrides(method: str) -> list[str]:
     if method in PUBLISHED:
         return [f"+experiment={PUBLISHED[method]}"]
-    return ["+experiment=cifar100_ce", f"distill={method}", "teacher=pair"]
+    return ["+experiment=cifar100/ce", f"distill={method}", "teacher=pair"]
 
 
 @pytest.mark.parametrize("pair", REPDISTILLER_PAIRS)
 def test_every_pair_trains_a_step_with_fitnets_on_100_classes(pair, tmp_path, teacher_state, one_thread):
-    cfg, summary = run(tmp_path, teacher_state, "+experiment=cifar100_fitnets", f"pair={pair}")
+    cfg, summary = run(tmp_path, teacher_state, "+experiment=cifar100/fitnets", f"pair={pair}")
     assert summary["status"] == "done" and cfg.data.num_classes == 100 and 0.0 <= summary["test/acc"] <= 1.0
     assert cfg.optimizer.lr == (0.01 if "mobilenet" in pair or "shufflenet" in pair else 0.05)
 
 
-@pytest.mark.parametrize("method", ["none", *METHODS])
+@pytest.mark.parametrize("method", METHODS)
 def test_every_method_trains_a_step_on_a_zoo_pair_on_10_classes(method, tmp_path, teacher_state, one_thread):
     cfg, summary = run(tmp_path, teacher_state, *method_overrides(method), "pair=resnet56_resnet20", "data=cifar10")
     assert summary["status"] == "done" and cfg.data.num_classes == 10
-    assert summary["params"] == 272_474 * (method != "byot") or method == "byot"  # the student, ResNet-20
+    assert summary["params"] == 272_474  # the student ResNet-20 (exit heads, peers and adapters are not the network)
+
+
+TEACHERS = sorted(p.stem for p in (CONF / "experiment" / "cifar100").glob("teacher_*.yaml"))
+
+
+def test_every_cifar100_experiment_is_exercised_here():
+    files = {p.stem for p in (CONF / "experiment" / "cifar100").glob("*.yaml")}
+    assert files == {"ce", *TEACHERS, *(e.split("/")[1] for e in PUBLISHED.values())}
+    assert {f"teacher_{pair_config(p)['teacher']['model']}" for p in REPDISTILLER_PAIRS} == set(TEACHERS)
+
+
+@pytest.mark.parametrize("teacher", TEACHERS)
+def test_every_cifar100_teacher_trains_a_step(teacher, tmp_path, teacher_state, one_thread):
+    cfg, summary = run(tmp_path, teacher_state, f"+experiment=cifar100/{teacher}")
+    assert summary["status"] == "done" and cfg.run_name == f"cifar100_{teacher}" and cfg.data.num_classes == 100
+
+
+@pytest.mark.parametrize("model", ["resnet20", "resnet110"])
+def test_he_resnet_experiment_trains_a_step_of_any_depth(model, tmp_path, teacher_state, one_thread):
+    cfg, summary = run(tmp_path, teacher_state, "+experiment=cifar10/he_resnet", f"model={model}")
+    assert summary["status"] == "done" and summary["params"] == {"resnet20": 272_474, "resnet110": 1_730_714}[model]
+    assert cfg.scheduler.interval == "step" and cfg.data.num_classes == 10
+
+
+def test_a_pairs_teacher_is_found_in_its_experiments_run_folder(tmp_path):
+    """teacher=pair looks in <log_dir>/cifar100_teacher_<teacher model>/seed<seed>/ (the run of
+    +experiment=cifar100/teacher_<model>), and says how to train it when it is not there."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("train", overrides=["+experiment=cifar100/kd", "pair=vgg13_vgg8", "seed=3",
+                                          f"paths.log_dir={tmp_path}"], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    assert cfg.teacher.train_command == "python -m kd_lightning.train +experiment=cifar100/teacher_vgg13 seed=3"
+    with pytest.raises(InstantiationException) as info:
+        instantiate(cfg.teacher)
+    assert isinstance(info.value.__cause__, MissingTeacherError) and cfg.teacher.train_command in str(info.value.__cause__)
+    torch.manual_seed(0)
+    trained = instantiate(cfg.teacher.net)
+    path = tmp_path / "cifar100_teacher_vgg13" / "seed3" / "checkpoints" / "last.ckpt"
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": {f"net.{k}": v for k, v in trained.state_dict().items()}}, path)  # as Lightning saves
+    loaded = instantiate(cfg.teacher)
+    assert torch.equal(loaded.classifier.weight, trained.classifier.weight) and not loaded.training
+
+
+def cosine_cannot_compare(pair: str) -> bool:
+    """The cosine term compares flattened last maps as they are (no adapter): sizes must agree."""
+    cfg = pair_config(pair)
+    return math.prod(cfg["student"]["shapes"]["last"]) != math.prod(cfg["teacher"]["shapes"]["last"])
 
 
 @pytest.mark.zoo_full
 @pytest.mark.parametrize("num_classes", [10, 100])
-@pytest.mark.parametrize("method", ["none", *METHODS])
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("pair", REPDISTILLER_PAIRS)
 def test_zoo_full_every_pair_with_every_method(pair, method, num_classes, tmp_path, teacher_state, one_thread):
     data = [] if num_classes == 100 else ["data=cifar10"]
+    if method == "cosine" and cosine_cannot_compare(pair):
+        with pytest.raises(FeatureShapeError, match="does not match teacher flattened features"):
+            run(tmp_path, teacher_state, *method_overrides(method), f"pair={pair}", *data)
+        return
     cfg, summary = run(tmp_path, teacher_state, *method_overrides(method), f"pair={pair}", *data)
     assert summary["status"] == "done" and cfg.data.num_classes == num_classes
 
@@ -153,13 +208,15 @@ def test_zoo_full_every_pair_with_every_method(pair, method, num_classes, tmp_pa
 @pytest.mark.parametrize("pair", PAIRS)
 def test_zoo_full_every_pair_composes_with_every_method(pair, method, make_config):
     cfg = make_config(f"pair={pair}", f"distill={method}", "teacher=pair")
-    OmegaConf.to_container(cfg.distill.get("terms") or {}, resolve=True)  # every interpolation from the pair resolves
+    for key, value in cfg.distill.items():  # every interpolation from the pair resolves (the teacher's paths need
+        if key not in ("teacher", "teachers") and OmegaConf.is_config(value):  # Hydra's runtime: not resolved here)
+            OmegaConf.to_container(value, resolve=True)
 
 
 def test_layers_whose_shapes_cannot_be_compared_name_both(tmp_path, teacher_state, one_thread):
     """The cosine term compares flattened last maps as they are: resnet32x4 gives 256x8x8, ShuffleNetV1 960x4x4."""
     with pytest.raises(FeatureShapeError, match=r"\(4, 15360\).*'layer3'.*\(4, 16384\).*'layer3'"):
-        run(tmp_path, teacher_state, "+experiment=cifar100_ce", "distill=cosine", "teacher=pair",
+        run(tmp_path, teacher_state, "+experiment=cifar100/ce", "distill=cosine", "teacher=pair",
             "pair=resnet32x4_shufflenetv1")
 
 
@@ -167,42 +224,41 @@ def test_layers_whose_shapes_cannot_be_compared_name_both(tmp_path, teacher_stat
 
 
 def schedule(cfg, points: list[int]) -> dict[int, float]:
-    """Build the optimizer and scheduler from the composed config (``interval`` is Lightning's, popped as the
-    training entry point does) and step the scheduler; the learning rate in force at each point."""
+    """Build the optimizer and Lightning's scheduler config as the training entry point does, step the scheduler
+    once per unit of its ``interval``; the learning rate in force at each point."""
     optimizer = instantiate(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
-    options = OmegaConf.to_container(cfg.scheduler, resolve=True)
-    options.pop("interval", None)
-    scheduler = instantiate(options)(optimizer=optimizer)
+    config = _scheduler(cfg.scheduler)(optimizer=optimizer)
+    assert config["interval"] == cfg.scheduler.interval and config["frequency"] == 1
+    optimizer.step()  # once, so the scheduler sees a stepped optimizer; its learning rate is all that is read
     lrs = {}
     for step in range(max(points) + 1):
         if step in points:
             lrs[step] = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
+        config["scheduler"].step()
     return lrs
 
 
 def test_crd_recipe_is_repdistillers_protocol(make_config):
-    cfg = make_config("+experiment=cifar100_kd", fast=False)
+    cfg = make_config("+experiment=cifar100/kd", fast=False)
     assert (cfg.data.batch_size, cfg.trainer.max_epochs, cfg.scheduler.interval) == (64, 240, "epoch")
     assert (cfg.optimizer.momentum, cfg.optimizer.weight_decay, cfg.optimizer.nesterov) == (0.9, 5e-4, False)
     assert (cfg.data.crop_padding, cfg.data.hflip) == (4, True)
     # 0.05, then × 0.1 after 150, 180 and 210 epochs (RepDistiller: epoch e, 1-based, runs at 0.05 · 0.1^#{m < e})
     lrs = schedule(cfg, [0, 149, 150, 179, 180, 209, 210, 239])
     assert lrs == pytest.approx({0: 0.05, 149: 0.05, 150: 5e-3, 179: 5e-3, 180: 5e-4, 209: 5e-4, 210: 5e-5, 239: 5e-5})
-    mobile = make_config("+experiment=cifar100_kd", "pair=vgg13_mobilenetv2", fast=False)
+    mobile = make_config("+experiment=cifar100/kd", "pair=vgg13_mobilenetv2", fast=False)
     assert schedule(mobile, [0, 150]) == pytest.approx({0: 0.01, 150: 1e-3})  # MobileNetV2/ShuffleNet students
 
 
 def test_at_wrn_recipe_decays_by_five_at_60_120_160(make_config):
-    cfg = make_config("+experiment=cifar100_ce", "recipe=at_wrn", fast=False)
+    cfg = make_config("+experiment=cifar100/ce", "recipe=at_wrn", fast=False)
     assert (cfg.data.batch_size, cfg.trainer.max_epochs, cfg.optimizer.weight_decay) == (128, 200, 5e-4)
     lrs = schedule(cfg, [0, 59, 60, 119, 120, 160, 199])
     assert lrs == pytest.approx({0: 0.1, 59: 0.1, 60: 0.02, 119: 0.02, 120: 4e-3, 160: 8e-4, 199: 8e-4})
 
 
 def test_he_resnet_recipe_counts_iterations(make_config):
-    cfg = make_config("+experiment=cifar100_ce", "recipe=he_resnet", "pair=resnet56_resnet20", "data=cifar10",
+    cfg = make_config("+experiment=cifar100/ce", "recipe=he_resnet", "pair=resnet56_resnet20", "data=cifar10",
                       fast=False)
     assert cfg.scheduler.interval == "step" and cfg.trainer.max_steps == 64_000 and cfg.trainer.max_epochs == -1
     assert (cfg.data.batch_size, cfg.data.val_size, cfg.optimizer.weight_decay) == (128, 5000, 1e-4)
@@ -217,7 +273,8 @@ def test_tutorial_recipe_is_adam_at_a_constant_rate(make_config):
 
 
 def test_published_weights_of_the_cifar100_experiments(make_config):
-    terms = {m: make_config(f"+experiment={e}").distill.terms for m, e in PUBLISHED.items()}
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):  # one Hydra initialisation for all
+        terms = {m: compose("train", overrides=[f"+experiment={e}"]).distill.terms for m, e in PUBLISHED.items()}
     assert (terms["kd"].ce.weight, terms["kd"].kd.weight, terms["kd"].kd.temperature) == (0.1, 0.9, 4.0)
     assert (terms["hint"].ce.weight, terms["hint"].hint.weight) == (1.0, 100.0)
     assert (terms["at"].at.weight, terms["sp"].sp.weight, terms["pkt"].pkt.weight) == (1000.0, 3000.0, 30000.0)
@@ -225,7 +282,7 @@ def test_published_weights_of_the_cifar100_experiments(make_config):
     assert (terms["dkd"].dkd.alpha, terms["dkd"].dkd.beta, terms["dkd"].dkd.temperature) == (1.0, 6.0, 4.0)
     assert terms["dkd"].dkd.warmup_steps == 20 * -(-49_000 // 64)  # 20 epochs of the 49,000-image split at batch 64
     assert (terms["dist"].dist.beta, terms["dist"].dist.gamma, terms["dist"].dist.temperature) == (2.0, 2.0, 4.0)
-    assert make_config("+experiment=cifar100_dkd", "pair=resnet56_resnet20").distill.terms.dkd.beta == 2.0
+    assert make_config("+experiment=cifar100/dkd", "pair=resnet56_resnet20").distill.terms.dkd.beta == 2.0
 
 
 # ---------------------------------------------------------------- the pieces: CRD negatives, LayerSum, ConvRegressor

@@ -36,6 +36,15 @@ def test_missing_cifar100_offline_names_torchvisions_folder(tmp_path):
         TorchvisionSource("cifar100", str(tmp_path), download=False).load()
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a busy 2-core machine two OpenMP threads spin against each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class RecordBatches(L.Callback):
     def __init__(self):
         self.train, self.val = [], []
@@ -48,7 +57,7 @@ class RecordBatches(L.Callback):
 
 
 @pytest.mark.parametrize("resident", [False, True])
-def test_training_batches_are_cropped_and_flipped_on_both_paths(resident, make_config, monkeypatch):
+def test_training_batches_are_cropped_and_flipped_on_both_paths(resident, make_config, monkeypatch, one_thread):
     """A zero-padded pixel normalises to exactly -mean/std. A crop shifted by (dy, dx) != (4, 4) has a whole border row
     or column of padding (1 in 81 crops has none), which synthetic images (128 + 50·pattern + 30·noise, a pixel
     black in all channels at ~3e-6) practically never have: the training batch of 64 shows it, validation never."""

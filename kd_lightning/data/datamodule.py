@@ -8,6 +8,7 @@ import lightning.pytorch as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from kd_lightning.data.custom import channel_stats
 from kd_lightning.data.loaders import ResidentBatches
 from kd_lightning.data.sources import Arrays
 from kd_lightning.data.transforms import BatchTransform
@@ -45,9 +46,9 @@ class ClassificationDataModule(L.LightningDataModule):
         name: str,
         source,
         num_classes: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        val_size: int = 5000,
+        mean: Sequence[float] | None,
+        std: Sequence[float] | None,
+        val_size: int | float = 5000,
         split_seed: int = 0,
         seed: int = 0,
         batch_size: int = 128,
@@ -64,7 +65,9 @@ class ClassificationDataModule(L.LightningDataModule):
         self.val_size, self.split_seed, self.seed = val_size, split_seed, seed
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.resident, self.max_train_samples = resident, max_train_samples
-        self.transform = BatchTransform(mean, std, crop_padding, hflip, channels_last)
+        self._transform_args = (crop_padding, hflip, channels_last)
+        # mean/std null: computed from the training split in setup (kd_lightning.data.custom.channel_stats)
+        self.transform = BatchTransform(mean, std, *self._transform_args) if mean is not None and std is not None else None
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.defer_train_transform = False  # True: the consumer calls prepare_images on training batches itself
 
@@ -76,21 +79,35 @@ class ClassificationDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
             self.splits = self._split(self.source.load())
+        if self.transform is None:
+            self.transform = BatchTransform(*channel_stats(self.splits["train"][0]), *self._transform_args)
 
     def _split(self, arrays: Arrays) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        for name, images, labels in (("train", arrays.x_train, arrays.y_train), ("test", arrays.x_test, arrays.y_test)):
-            if len(images) != len(labels):
+        for name, images, labels in (("train", arrays.x_train, arrays.y_train), ("test", arrays.x_test, arrays.y_test),
+                                     ("val", getattr(arrays, "x_val", None), getattr(arrays, "y_val", None))):
+            if labels is not None and images is not None and len(images) != len(labels):
                 raise ConfigError(
                     f"{self.name} {name} split has {len(images)} images but {len(labels)} labels: expected one "
                     f"label per image (the data file is damaged or its arrays are mismatched)"
                 )
-        for name, labels in (("train", arrays.y_train), ("test", arrays.y_test)):
+        for name, labels in (("train", arrays.y_train), ("test", arrays.y_test), ("val", arrays.y_val)):
+            if labels is None:
+                continue
             if labels.min() < 0 or labels.max() >= self.num_classes:
                 raise ConfigError(
                     f"{self.name} {name} labels span {int(labels.min())}..{int(labels.max())} "
                     f"but data.num_classes={self.num_classes}"
                 )
         n = len(arrays.y_train)
+        if arrays.x_val is not None:  # the dataset's own validation split
+            train = torch.arange(n)[: self.max_train_samples]
+            return {
+                "train": (arrays.x_train[train], arrays.y_train[train]),
+                "val": (arrays.x_val, arrays.y_val),
+                "test": (arrays.x_test, arrays.y_test),
+            }
+        if isinstance(self.val_size, float) and 0 < self.val_size < 1:  # a fraction of the training split
+            self.val_size = max(1, round(self.val_size * n))
         if not 0 < self.val_size < n:
             raise ConfigError(f"data.val_size={self.val_size} must be between 1 and {n - 1} (training set size {n})")
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
@@ -106,7 +123,8 @@ class ClassificationDataModule(L.LightningDataModule):
     @property
     def augments(self) -> bool:
         """Whether a training sample's input changes from epoch to epoch."""
-        return self.transform.augments
+        crop_padding, hflip, _ = self._transform_args
+        return crop_padding > 0 or hflip
 
     @property
     def num_train_samples(self) -> int:

@@ -22,12 +22,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Arrays:
-    """A dataset's official train and test parts."""
+    """A dataset's official train and test parts (and a validation part, if the dataset has its own)."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
 
 
 def _as_nchw_uint8(images) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 CRD needs each training sample's index (its row in the memory bank): it sets ``uses_index = True``, so the
 training module calls it as ``term(student, teacher, target, index=index)`` and sizes its memory bank
-(:meth:`allocate`) from ``trainer.datamodule.num_train_samples`` when fitting starts.
+(:meth:`allocate`) from ``trainer.datamodule.num_train_samples`` when fitting starts, passing the training
+split's labels too (for ``negatives="other_class"``).
 """
 
 from __future__ import annotations

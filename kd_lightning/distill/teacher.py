@@ -22,11 +22,15 @@ def load_teacher(
 ) -> nn.Module:
     """Load ``net``'s weights from a Lightning checkpoint (keys ``net.*``) or a plain state dict; freeze it.
 
-    ``checkpoint`` may list candidates: the first that exists is used. ``None``: the teacher run described by
-    ``run`` (its experiment and overrides), which ``kd_lightning.train`` looks up by the teacher's own identity
+    ``checkpoint`` may list candidates: the first that exists is used. ``None`` with a ``run``: the teacher run it
+    describes (its experiment and overrides), which ``kd_lightning.train`` looks up by the teacher's own identity
     and writes into ``checkpoint`` before instantiating (``kd_lightning.runs.teachers``; ``run`` and
-    ``train_if_missing`` are read there, not here). The returned network is in eval mode with ``requires_grad=False``.
+    ``train_if_missing`` are read there, not here). ``None`` without a ``run`` keeps the weights ``net`` was built
+    with (e.g. a torchvision/timm teacher given a ``weights_path``). The returned network is in eval mode with
+    ``requires_grad=False``.
     """
+    if checkpoint is None and run is None:
+        return net.eval().requires_grad_(False)
     if checkpoint is None:
         raise ConfigError(
             "teacher.checkpoint is null: `python -m kd_lightning.train` finds the teacher run named by teacher.run "

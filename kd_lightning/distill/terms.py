@@ -22,7 +22,8 @@ class LossTerm(nn.Module):
 
     A term with ``uses_index = True`` is called as ``term(student, teacher, target, index=index)``, with each
     sample's position in the training split; if it has ``allocate(num_samples, device)``, the training module
-    calls it when fitting starts to size its per-sample state (e.g. CRD's memory bank).
+    calls it when fitting starts to size its per-sample state (e.g. CRD's memory bank), with ``labels=`` the
+    training split's labels if ``allocate`` takes that argument.
     """
 
     uses_teacher = True

@@ -4,7 +4,9 @@ The CIFAR zoo (RepDistiller's architectures, its state-dict keys): :class:`Cifar
 :class:`VGG`, :class:`MobileNetV2`, :class:`ShuffleNetV1`, :class:`ShuffleNetV2`; by name with :func:`build`.
 """
 
+from kd_lightning.models.adapter import TeacherAdapter
 from kd_lightning.models.cifar_resnet import CifarResNet
+from kd_lightning.models.hub import timm_model, torchvision_model
 from kd_lightning.models.mlp import MLP
 from kd_lightning.models.mobilenetv2 import MobileNetV2
 from kd_lightning.models.registry import build, names
@@ -25,4 +27,7 @@ __all__ = [
     "WideResNet",
     "build",
     "names",
+    "TeacherAdapter",
+    "timm_model",
+    "torchvision_model",
 ]

@@ -22,8 +22,15 @@ def _load(net: nn.Module, weights_path: str | None, what: str) -> nn.Module:
     if not path.is_file():
         raise ConfigError(f"{what}: weights_path {str(path.resolve())!r} is not a file; give a saved state_dict (.pt)")
     state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):  # a training script's checkpoint dict (Lightning, timm, torchvision)
+        if isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if any(k.startswith("net.") for k in state):  # a kd_lightning .ckpt: the network sits under ``net.``
+        state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DataParallel/DDP
     try:
-        net.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        net.load_state_dict(state)
     except RuntimeError as err:
         raise ConfigError(f"{what}: the state dict in {path} does not fit: {err}") from err
     return net

@@ -1,7 +1,8 @@
-"""Turning run outputs into tables."""
+"""Turning run outputs into tables, figures and logged hyperparameters."""
 
+from kd_lightning.report.facts import run_config
 from kd_lightning.report.hydra_callback import SummaryTable
-from kd_lightning.report.table import markdown_table, read_summaries
+from kd_lightning.report.table import markdown_table, read_summaries, table_rows
 from kd_lightning.report.throughput import EpochThroughput
 
-__all__ = ["EpochThroughput", "SummaryTable", "markdown_table", "read_summaries"]
+__all__ = ["EpochThroughput", "SummaryTable", "markdown_table", "read_summaries", "run_config", "table_rows"]

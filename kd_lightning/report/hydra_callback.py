@@ -1,4 +1,4 @@
-"""A Hydra callback that keeps a multirun's results table up to date as its jobs finish."""
+"""A Hydra callback that keeps a multirun's results table up to date and draws its figures at the end."""
 
 from __future__ import annotations
 
@@ -9,39 +9,55 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from kd_lightning.report.table import markdown_table, read_summaries
+from kd_lightning.report.files import write_report
+from kd_lightning.report.table import read_summaries
 
 log = logging.getLogger(__name__)
 
 
 class SummaryTable(Callback):
-    """After each job of a multirun, rewrite ``<log_dir>/tables/<start time>.md`` (failed jobs included).
+    """After each job of a multirun, rewrite ``<log_dir>/tables/<start time>.md`` and ``.csv`` (failed jobs
+    included); when the multirun ends, also draw ``<start time>_*.png`` beside them (:func:`write_report`).
 
-    ``baseline``: a run name whose mean the table subtracts from every row's (e.g. the CE-only student).
+    ``baseline``: only CE-only runs of this name serve as baselines (each row is compared with the one whose
+    settings match its own).
     """
 
     def __init__(self, metric: str = "test/acc", baseline: str | None = None):
         self.metric, self.baseline = metric, baseline
         self.job_dirs: list[Path] = []
-        self.path: Path | None = None
+        self.folder: Path | None = None
+        self.stem = ""
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        self.path = Path(config.paths.log_dir) / "tables" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}.md"
+        self.folder = Path(config.paths.log_dir) / "tables"
+        self.stem = time.strftime("%Y-%m-%d_%H-%M-%S")
         self.job_dirs = []
 
+    def _write(self, plots: bool) -> list[Path]:
+        summaries = read_summaries(p for p in self.job_dirs if p.is_file())
+        if not summaries:
+            return []
+        return write_report(summaries, self.folder, self.stem, self.metric, self.baseline, plots=plots)
+
     def on_job_end(self, config, job_return, **kwargs) -> None:
-        if self.path is None:  # a single run: its summary.json is the result
+        if self.folder is None:  # a single run: its summary.json is the result
             return
         self.job_dirs.append(Path(job_return.hydra_cfg.hydra.runtime.output_dir) / "summary.json")
-        summaries = read_summaries(p for p in self.job_dirs if p.is_file())
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(markdown_table(summaries, self.metric, self.baseline))
+        self._write(plots=False)
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        if self.path is None or not self.path.is_file():
+        if self.folder is None:
             return
-        log.info("Runs in %s/ (TensorBoard: tensorboard --logdir %s). Results table: %s\n%s",
-                 config.paths.log_dir, config.paths.log_dir, self.path, self.path.read_text())
+        try:
+            written = self._write(plots=True)
+        except Exception as err:  # a figure must not turn a finished sweep into a failed one
+            log.warning("Could not draw the sweep's figures: %s", err)
+            written = [self.folder / f"{self.stem}.md"]
+        if written and written[0].is_file():
+            log.info("Runs in %s/ (TensorBoard: tensorboard --logdir %s). Results table: %s\n%s\nAlso: %s",
+                     config.paths.log_dir, config.paths.log_dir, written[0], written[0].read_text(),
+                     ", ".join(str(p) for p in written[1:]))
         failed = [s for s in read_summaries(p for p in self.job_dirs if p.is_file()) if s.get("status") == "failed"]
         if failed:
             names = ", ".join(f"{s['run_name']} seed {s['seed']}" for s in failed)
