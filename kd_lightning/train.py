@@ -96,7 +96,7 @@ def _fit_and_test(cfg: DictConfig, overrides: list[str], output_dir: Path, conte
                   child: bool) -> dict:
     digest = config_hash(content)
     record = {**_record(cfg, overrides), "config_hash": digest, "command": command(overrides)}
-    if not child:
+    if not child and not cfg.get("lr_find"):  # +tune=lr_find trains nothing: no run files
         atomic_write_text(output_dir / "identity.json", json.dumps(content, indent=2, sort_keys=True) + "\n")
         atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg))
         atomic_write_text(output_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(overrides)))
