@@ -129,7 +129,8 @@ def _term_problems(cfg: DictConfig) -> list[str]:
 def _teacher_problems(cfg: DictConfig) -> list[str]:
     experiment = _select(cfg, "teacher.run.experiment")
     if isinstance(experiment, str) and experiment != "<absent>" and _select(cfg, "teacher.checkpoint") is None:
-        known = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+        folder = CONF_DIR / "experiment"
+        known = sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml"))
         if experiment not in known:
             return [f"teacher.run.experiment={experiment!r}: expected one of {', '.join(known)}"]
     return []

@@ -164,21 +164,24 @@ def test_he_resnet_experiment_trains_a_step_of_any_depth(model, tmp_path, teache
 
 
 def test_a_pairs_teacher_is_found_in_its_experiments_run_folder(tmp_path):
-    """teacher=pair looks in <log_dir>/cifar100_teacher_<teacher model>/seed<seed>/ (the run of
-    +experiment=cifar100/teacher_<model>), and says how to train it when it is not there."""
+    """teacher=pair looks up the run of +experiment=cifar100/teacher_<model> (by that run's identity, under
+    <log_dir>/cifar100_teacher_<model>/), and says how to train it when it is not there."""
+    from kd_lightning.runs import locate_teachers, teacher_runs
+
+    overrides = ["+experiment=cifar100/kd", "pair=vgg13_vgg8", "seed=3", f"paths.log_dir={tmp_path}"]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose("train", overrides=["+experiment=cifar100/kd", "pair=vgg13_vgg8", "seed=3",
-                                          f"paths.log_dir={tmp_path}"], return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    assert cfg.teacher.train_command == "python -m kd_lightning.train +experiment=cifar100/teacher_vgg13 seed=3"
-    with pytest.raises(InstantiationException) as info:
-        instantiate(cfg.teacher)
-    assert isinstance(info.value.__cause__, MissingTeacherError) and cfg.teacher.train_command in str(info.value.__cause__)
+        cfg = compose("train", overrides=overrides)
+    [run] = teacher_runs(cfg, overrides)
+    assert run.command == f"python -m kd_lightning.train +experiment=cifar100/teacher_vgg13 paths.log_dir={tmp_path} seed=3"
+    assert run.folder.parent == tmp_path / "cifar100_teacher_vgg13"
+    with pytest.raises(MissingTeacherError, match="cifar100/teacher_vgg13"):
+        locate_teachers(cfg, overrides)
     torch.manual_seed(0)
     trained = instantiate(cfg.teacher.net)
-    path = tmp_path / "cifar100_teacher_vgg13" / "seed3" / "checkpoints" / "last.ckpt"
-    path.parent.mkdir(parents=True)
-    torch.save({"state_dict": {f"net.{k}": v for k, v in trained.state_dict().items()}}, path)  # as Lightning saves
+    run.checkpoint.parent.mkdir(parents=True)
+    torch.save({"state_dict": {f"net.{k}": v for k, v in trained.state_dict().items()}}, run.checkpoint)  # as Lightning saves
+    (run.folder / "summary.json").write_text('{"status": "done"}')
+    locate_teachers(cfg, overrides)
     loaded = instantiate(cfg.teacher)
     assert torch.equal(loaded.classifier.weight, trained.classifier.weight) and not loaded.training
 
