@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +53,15 @@ def seeded_randomness():
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def no_hydra_job_left_over():
+    """A test that ran a Hydra job in-process leaves Hydra's job config (a process-wide singleton) behind; code that
+    reads it when set (run names, config choices) would then see another test's job. Clear it after every test."""
+    yield
+    HydraConfig.instance().cfg = None
+    GlobalHydra.instance().clear()
 
 
 @pytest.fixture
