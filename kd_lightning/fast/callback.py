@@ -194,16 +194,15 @@ class FastPath(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.runner is None:
             return
-        # after a resume restored the optimizer: the learning rate becomes a device tensor the schedulers fill
-        align_step_counters(trainer)
-        on_gpu = pl_module.device.type == "cuda"
-        reason = graph_safe_optimizer(trainer.optimizers[0], pl_module.device, capture=on_gpu) if on_gpu else None
         if len(trainer.optimizers) != 1:
             log.warning("speed.capture_step: %s has %d optimizers; running the scheme's own step eagerly.",
                         type(pl_module).__name__, len(trainer.optimizers))
             return self._uninstall(trainer, pl_module)
+        align_step_counters(trainer)
+        # after a resume restored the optimizer: the learning rate becomes a device tensor the schedulers fill
+        on_gpu = pl_module.device.type == "cuda"
+        reason = graph_safe_optimizer(trainer.optimizers[0], pl_module.device, capture=on_gpu)
         if not on_gpu:
-            graph_safe_optimizer(trainer.optimizers[0], pl_module.device, capture=False)
             log.warning("speed.capture_step: CUDA graphs need a CUDA device; training runs on %s; running the same "
                         "step eagerly.", pl_module.device.type)
         elif reason:
