@@ -9,7 +9,8 @@ the check), one with torch's default Python-float rates (reported beside it: the
 loss and the learning rate the optimizer holds (the value the graph reads); at the end it compares the
 trajectories and the final weights.
 
-Cases: every experiment in ``conf/experiment/`` (shortened, synthetic data, random teachers) and every
+Cases: every experiment in ``conf/experiment/`` (30 steps with its schedule's milestones and periods scaled into
+them, synthetic data, random teachers) and every
 optimizer × schedule (Adam, SGD × none, cosine, multistep, warm-up + cosine, OneCycle with and without
 momentum cycling) on the tutorial's KD student and on WRN-16-2 (BatchNorm), schedules shortened so each
 run crosses at least two changes. A control case re-creates the old behaviour (a learning rate baked into
@@ -237,6 +238,34 @@ def control_case(only: str | None) -> list[dict]:
         callback.graph_safe_optimizer, callback.frozen_optimizer_values = originals
 
 
+SHORT_EPOCHS, SHORT_BATCHES = 3, 10  # an experiment's check: 30 steps
+
+
+def shortened(cfg) -> tuple[list[str], int]:
+    """Overrides fitting the experiment's schedule into SHORT_EPOCHS epochs of SHORT_BATCHES batches with its shape
+    kept (milestones and cosine periods scaled), so the check crosses its changes, and the number of epochs."""
+    max_epochs = int(cfg.trainer.max_epochs)
+    epochs = SHORT_EPOCHS if max_epochs <= 0 else min(max_epochs, SHORT_EPOCHS)
+    schedule = cfg.get("scheduler")
+    if schedule is None:
+        return [], epochs
+    by_step = schedule.get("interval", "epoch") == "step"
+    full = int(cfg.trainer.max_steps) if by_step else max_epochs
+    short = epochs * SHORT_BATCHES if by_step else epochs
+    if full <= 0:
+        return [], epochs
+
+    def scale(value: int) -> int:
+        return max(1, int(value * short / full))
+
+    overrides = []
+    if "milestones" in schedule:
+        overrides.append(f"scheduler.milestones=[{','.join(str(m) for m in sorted({scale(m) for m in schedule.milestones}))}]")
+    if "T_max" in schedule:
+        overrides.append(f"scheduler.T_max={scale(schedule.T_max)}")
+    return overrides, epochs
+
+
 def experiment_cases(only: str | None, workdir: Path) -> list[dict]:
     results = []
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
@@ -257,12 +286,16 @@ def experiment_cases(only: str | None, workdir: Path) -> list[dict]:
                 torch.manual_seed(1)
                 torch.save(instantiate(cfg.teacher.net).state_dict(), state)
                 cfg = compose("train", overrides=[*overrides, f"teacher.checkpoint={state}"])
-            epochs = min(int(cfg.trainer.max_epochs), 3)
+            schedule, epochs = shortened(cfg)
+            if schedule:
+                overrides += schedule
+                cfg = compose("train", overrides=[*overrides, *([f"teacher.checkpoint={state}"] if cfg.get("teacher") else [])])
 
             def data_factory(cfg=cfg):
                 return instantiate(cfg.data)
 
-            results.append(compare(name, functools.partial(build_module, cfg), data_factory, epochs=epochs, limit=10))
+            results.append(compare(name, functools.partial(build_module, cfg), data_factory, epochs=epochs,
+                                   limit=SHORT_BATCHES))
     return results
 
 
