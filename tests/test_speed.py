@@ -127,7 +127,7 @@ class StepRecorder(SupervisedModule):
 
     def losses(self, x, y, index):
         total, values = super().losses(x, y, index)
-        self.steps.append((total.item(), values[-2].item()))
+        self.steps.append((total.item(), values["#correct"].item()))
         return total, values
 
 

@@ -4,8 +4,10 @@
 with a one-line warning, what it cannot make exact.
 
 The scheme contract (``kd_lightning.modules.SupervisedModule`` and its subclasses keep it):
-- ``losses(x, y, index) -> (total, values)``: one batch's weighted loss and a detached vector of logged values;
-- ``record(values)``: adds ``values`` to the scheme's on-device meter, in place;
+- ``losses(x, y, index) -> (total, values)``: one batch's weighted loss and a dict of named, detached scalars
+  (``loss``, the terms, ``#``-counts), the same names in the same order every step;
+- ``record(values)``: adds ``values`` to the scheme's on-device meter (one vector, key order fixed by the first
+  step, :class:`kd_lightning.modules.meter.StepMeter`), in place;
 - ``end_step(last)``: the host-side bookkeeping after a step (writes the meter every N steps);
 - ``step_key()``: which captured graph fits the scheme's current state (FitNets' stage, the teacher cache's
   phase); a new key gets its own graph;

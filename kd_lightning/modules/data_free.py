@@ -28,6 +28,7 @@ from kd_lightning.distill import LossTerm, Outputs
 from kd_lightning.distill.data_free import DAFLGeneratorLoss
 from kd_lightning.errors import ConfigError
 from kd_lightning.modules.distillation import DistillationModule
+from kd_lightning.modules.meter import accuracy_counts
 from kd_lightning.fast import stored_signature
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,6 @@ class DataFreeDistillationModule(DistillationModule):
         self.generator_loss = generator_loss if generator_loss is not None else DAFLGeneratorLoss()
         self.generator_optimizer_factory = generator_optimizer
         self.batch_size, self.activation_layer, self.student_steps = batch_size, activation_layer, student_steps
-        self.metric_names += ["train/gen_loss", *(f"train/gen_{name}" for name in self.generator_loss.names)]
 
     def networks(self) -> list[nn.Module]:
         return [self.net, self.teacher, self.generator]
@@ -119,8 +119,9 @@ class DataFreeDistillationModule(DistillationModule):
             self.manual_backward(total)
             student_optimizer.step()
 
-        logged = self.step_values([total, *values, generator_total, *generator_parts], student.logits, pseudo_labels)
-        self.record(logged)
+        generator_values = {f"gen_{name}": part.detach() for name, part in zip(self.generator_loss.names, generator_parts)}
+        self.record({"loss": total.detach(), **values, "gen_loss": generator_total.detach(), **generator_values,
+                     **accuracy_counts(student.logits, pseudo_labels)})
         self.end_step(last=batch_idx + 1 >= self.trainer.num_training_batches)
 
     def configure_optimizers(self):

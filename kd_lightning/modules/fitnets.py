@@ -11,6 +11,7 @@ from torch import nn
 from kd_lightning.distill import FeatureTerm, LossTerm
 from kd_lightning.errors import ConfigError
 from kd_lightning.modules.distillation import DistillationModule
+from kd_lightning.modules.meter import accuracy_counts
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +68,13 @@ class FitNetsModule(DistillationModule):
     def step_key(self) -> str:
         return f"{super().step_key()}, stage {self.stage}"
 
-    def losses(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def losses(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, dict]:
         student = self.student_taps(x)
         teacher = self.teacher_outputs(x, index)
         hint_stage = self.stage == 1
         active = [name for name in self.terms if (name == self.hint_term) == hint_stage]
         total, values = self.weighted_terms(student, teacher, y, index, active)  # the others: logged only
-        return total, self.step_values([total, *values], student.logits, y)
+        return total, {"loss": total.detach(), **values, **accuracy_counts(student.logits, y)}
 
     def on_fit_start(self) -> None:
         super().on_fit_start()

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping
 
 import lightning.pytorch as L
 import torch
@@ -15,8 +14,9 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from kd_lightning.distill import CrossEntropy, FeatureTaps, LossTerm, Outputs
-from kd_lightning.errors import ConfigError, NonFiniteLossError
+from kd_lightning.errors import ConfigError
 from kd_lightning.fast import CheapHookLabels, stored_signature
+from kd_lightning.modules.meter import StepMeter, accuracy_counts
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +24,11 @@ log = logging.getLogger(__name__)
 class SupervisedModule(CheapHookLabels, L.LightningModule):
     """Trains ``net`` on a weighted sum of loss terms that need no teacher (by default plain cross-entropy).
 
-    Each step yields one device vector ``[loss, term_1, ..., correct, count]``; it is summed on the device
-    (:meth:`record`, inside the captured graph on the fast path) and written to the loggers every
-    ``trainer.log_every_n_steps`` steps (one sync per window) as ``train/loss`` and ``train/<term>``, and
-    per epoch as ``train/acc``. A non-finite loss stops training
-    with :class:`NonFiniteLossError` before the next checkpoint.
+    Each step returns its total and named values (``loss``, each term, ``#correct``, ``#count``); a
+    :class:`~kd_lightning.modules.meter.StepMeter` sums them on the device (:meth:`record`, inside the captured
+    graph on the fast path) and writes them to the loggers every ``trainer.log_every_n_steps`` steps (one sync per
+    window) as ``train/loss`` and ``train/<term>``, and per epoch as ``train/acc``. A non-finite loss stops
+    training with :class:`NonFiniteLossError` before the next checkpoint.
     """
 
     has_teacher = False
@@ -57,10 +57,7 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        self.metric_names = ["train/loss", *(f"train/{name}" for name in terms)]
-        self._window_sum: torch.Tensor | None = None  # the steps' logged vectors summed since the last write
-        self._window_steps = 0
-        self._epoch_sum: torch.Tensor | None = None
+        self.meter = StepMeter()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -70,8 +67,7 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
         return [self.net]
 
     def on_fit_start(self) -> None:
-        self._window_sum, self._window_steps, self._epoch_sum = None, 0, None
-        self._first_window: dict[str, float] | None = None
+        self.meter.reset()
         self._allocate_per_sample_state()
 
     def _allocate_per_sample_state(self) -> None:
@@ -100,23 +96,23 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
         it: the fast path captures one graph per key)."""
         return "train"
 
-    def losses(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(weighted total, detached [total, term_1, ..., correct, count])`` for one batch."""
+    def losses(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """``(weighted total, {"loss", <term>..., "#correct", "#count"} detached)`` for one batch."""
         student = self.student_taps(x)
         teacher = self.teacher_outputs(x, index)
         total, values = self.weighted_terms(student, teacher, y, index)
-        return total, self.step_values([total, *values], student.logits, y)
+        return total, {"loss": total.detach(), **values, **accuracy_counts(student.logits, y)}
 
     def weighted_terms(
         self, student: Outputs, teacher: Outputs | None, target: torch.Tensor, index: torch.Tensor | None,
         active: Collection[str] | None = None,
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``(Σ weight · value over the active terms, every term's unweighted value)``.
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(Σ weight · value over the active terms, {name: every term's unweighted value, detached})``.
 
         Terms outside ``active`` (default: every term is active) are computed under ``no_grad``, for the log
         only; a term with ``uses_index`` also gets the batch's sample indices.
         """
-        total, values = None, []
+        total, values = None, {}
         for name, term in self.terms.items():
             is_active = active is None or name in active
             with torch.set_grad_enabled(is_active and torch.is_grad_enabled()):
@@ -124,19 +120,8 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
                 value = term(student, teacher, target, **kwargs)
             if is_active:
                 total = term.weight * value if total is None else total + term.weight * value
-            values.append(value)
+            values[name] = value.detach()
         return total, values
-
-    @staticmethod
-    def step_values(
-        losses: list[torch.Tensor], logits: torch.Tensor, target: torch.Tensor,
-        extra_counts: Sequence[torch.Tensor] = (),
-    ) -> torch.Tensor:
-        """A step's logged vector: ``losses`` (total first, then the metric_names' terms), ``extra_counts``,
-        correct, count."""
-        correct = (logits.detach().argmax(1) == target).sum()
-        count = torch.full_like(correct, target.shape[0])
-        return torch.cat([torch.stack(losses).detach().float(), torch.stack([*extra_counts, correct, count]).float()])
 
     @stored_signature
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -146,40 +131,30 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
         self.end_step(last=batch_idx + 1 >= self.trainer.num_training_batches)
         return loss
 
-    def record(self, values: torch.Tensor) -> None:
-        """Adds a step's logged vector to the window's sum, in place (it may run inside a captured graph)."""
-        if self._window_sum is None:
-            self._window_sum = torch.zeros_like(values)
-        self._window_sum.add_(values)
+    def record(self, values: Mapping[str, torch.Tensor]) -> None:
+        """Adds a step's named values to the meter, in place (it may run inside a captured graph)."""
+        self.meter.add(values)
 
     def end_step(self, last: bool) -> None:
         """Ends a step; every ``log_every_n_steps`` steps, and at an epoch's end, writes the window's means."""
-        self._window_steps += 1
-        if last or self._window_steps >= self.trainer.log_every_n_steps:
-            window = self._window_sum
-            self._epoch_sum = window.clone() if self._epoch_sum is None else self._epoch_sum.add_(window)
-            means = (window[: len(self.metric_names)] / self._window_steps).tolist()
-            window.zero_()
-            self._window_steps = 0
-            metrics = dict(zip(self.metric_names, means))
-            first = self._first_window = getattr(self, "_first_window", None) or metrics
-            scale = self.loss_explosion_factor * max(abs(next(iter(first.values()))), 1e-12)  # the first total
-            bad = {name: value for name, value in metrics.items()
-                   if not math.isfinite(value) or abs(value) > max(scale, self.loss_explosion_factor * abs(first[name]))}
-            if bad:
-                raise NonFiniteLossError(
-                    f"loss {bad} at step {self.global_step} (epoch {self.current_epoch}) is NaN/inf or over "
-                    f"{self.loss_explosion_factor:g} x its first value {({n: first[n] for n in bad})}: training stopped; checkpoints "
-                    f"written so far are intact. Lower optimizer.lr or the weight of the term that diverged."
-                )
-            for logger in self.loggers:
-                logger.log_metrics(metrics, step=self.global_step)
+        metrics = self.meter.end_step(last, self.trainer.log_every_n_steps)
+        if metrics is None:
+            return
+        where = f"step {self.global_step} (epoch {self.current_epoch})"
+        self.meter.check(metrics, self.loss_explosion_factor, where)
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self.global_step)
 
     def on_train_epoch_end(self) -> None:
-        if self._epoch_sum is not None:
-            correct, count = self._epoch_sum[-2:]
-            self.log("train/acc", correct / count)
-            self._epoch_sum = None
+        sums = self.meter.epoch_sums()
+        if sums:
+            self.log_accuracies(sums)
+
+    def log_accuracies(self, sums: dict[str, torch.Tensor]) -> None:
+        """``train/acc`` (and ``train/acc<suffix>`` for each ``#correct<suffix>``) from the epoch's counts."""
+        for name, correct in sums.items():
+            if name.startswith("#correct"):
+                self.log("train/acc" + name.removeprefix("#correct"), correct / sums["#count"])
 
     def _evaluate(self, batch, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy, stage: str) -> None:
         x, y, _ = batch
