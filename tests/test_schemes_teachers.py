@@ -12,7 +12,8 @@ from hydra.utils import instantiate
 from torch import nn
 
 from kd_lightning.data import ClassificationDataModule, SyntheticSource
-from kd_lightning.distill import CRD, CrossEntropy, HintMSE, Outputs, SoftTargetKD, TeacherEnsemble, load_teachers
+from kd_lightning.distill import (CRD, CrossEntropy, EnsembleTeacher, HintMSE, Outputs, SoftTargetKD, TeacherEnsemble,
+                                  load_teachers)
 from kd_lightning.distill.crd import nce_loss
 from kd_lightning.errors import ConfigError, MissingTeacherError
 from kd_lightning.fast import FastPath
@@ -20,7 +21,6 @@ from kd_lightning.models import DeepNN, LightNN
 from kd_lightning.modules import (
     DistillationModule,
     FitNetsModule,
-    MultiTeacherDistillationModule,
 )
 
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
@@ -73,7 +73,7 @@ def kd_terms():
 def test_multi_teacher_with_one_teacher_equals_plain_kd():
     teacher, student = seeded(DeepNN, 1), seeded(LightNN, 2)
     plain = DistillationModule(copy.deepcopy(student), teacher, kd_terms(), ADAM)
-    multi = MultiTeacherDistillationModule(copy.deepcopy(student), {"only": teacher}, kd_terms(), ADAM)
+    multi = DistillationModule(copy.deepcopy(student), EnsembleTeacher({"only": teacher}), kd_terms(), ADAM)
     x, y, index = batch()
     loss_p, values_p, grads_p = losses_and_grads(plain, x, y, index)
     loss_m, values_m, grads_m = losses_and_grads(multi, x, y, index)
@@ -88,9 +88,9 @@ def test_multi_teacher_with_one_teacher_equals_plain_kd():
 def test_two_identical_teachers_equal_one_whatever_their_weights():
     teacher, student = seeded(DeepNN, 1), seeded(LightNN, 2)
     x, y, index = batch()
-    one = MultiTeacherDistillationModule(copy.deepcopy(student), {"a": teacher}, kd_terms(), ADAM)
-    two = MultiTeacherDistillationModule(copy.deepcopy(student), {"a": teacher, "b": copy.deepcopy(teacher)},
-                                         kd_terms(), ADAM, teacher_weights={"a": 3.0, "b": 1.0})
+    one = DistillationModule(copy.deepcopy(student), EnsembleTeacher({"a": teacher}), kd_terms(), ADAM)
+    two = DistillationModule(copy.deepcopy(student), EnsembleTeacher({"a": teacher, "b": copy.deepcopy(teacher)},
+                                                                     weights={"a": 3.0, "b": 1.0}), kd_terms(), ADAM)
     assert two.teacher.weights == {"a": 0.75, "b": 0.25}
     loss_1, values_1, _ = losses_and_grads(one, x, y, index)
     loss_2, values_2, _ = losses_and_grads(two, x, y, index)
@@ -130,7 +130,7 @@ def test_per_teacher_feature_terms_read_their_own_teachers_layer():
     first, second, student = seeded(DeepNN, 1), seeded(DeepNN, 3), seeded(LightNN, 2)
     hint = functools.partial(HintMSE, "features", adapter=nn.Conv2d(16, 32, 3, padding=1), weight=0.5)
     terms = {**kd_terms(), "hint_second": hint("second.features")}
-    multi = MultiTeacherDistillationModule(student, {"first": first, "second": second}, terms, ADAM)
+    multi = DistillationModule(student, EnsembleTeacher({"first": first, "second": second}), terms, ADAM)
     x, y, index = batch()
     _, values, grads = losses_and_grads(multi, x, y, index)
     with torch.no_grad():
@@ -147,11 +147,11 @@ def test_per_teacher_feature_terms_read_their_own_teachers_layer():
 def test_teachers_stay_frozen_unregistered_and_in_eval_mode_while_fitting(tmp_path):
     teachers = {"first": seeded(DeepNN, 1), "second": seeded(DeepNN, 3)}
     before = {name: copy.deepcopy(t.state_dict()) for name, t in teachers.items()}
-    module = MultiTeacherDistillationModule(seeded(LightNN, 2), teachers, kd_terms(), ADAM)
+    module = DistillationModule(seeded(LightNN, 2), EnsembleTeacher(teachers), kd_terms(), ADAM)
     fit(module, data(), tmp_path, limit_train_batches=2)
     optimised = {id(p) for group in module.optimizers().optimizer.param_groups for p in group["params"]}
     for name, teacher in teachers.items():
-        assert not teacher.training and module.teachers[name] is teacher
+        assert not teacher.training and module.teacher.members[name] is teacher
         assert all(torch.equal(before[name][k], v) for k, v in teacher.state_dict().items())
         assert not optimised & {id(p) for p in teacher.parameters()}
 
@@ -178,14 +178,14 @@ def test_load_teachers_gives_each_member_its_own_seeds_checkpoint(tmp_path):
 def test_multi_teacher_config_errors():
     teachers = {"a": DeepNN(), "b": DeepNN()}
     with pytest.raises(ConfigError, match="exactly the teachers' names"):
-        MultiTeacherDistillationModule(LightNN(), teachers, kd_terms(), ADAM, teacher_weights={"a": 1.0})
+        DistillationModule(LightNN(), EnsembleTeacher(teachers, weights={"a": 1.0}), kd_terms(), ADAM)
     with pytest.raises(ConfigError, match="positive"):
-        MultiTeacherDistillationModule(LightNN(), teachers, kd_terms(), ADAM, teacher_weights={"a": 1.0, "b": 0.0})
-    with pytest.raises(ConfigError, match="set distill.temperature"):
-        MultiTeacherDistillationModule(LightNN(), teachers, {"ce": CrossEntropy(), "kd": SoftTargetKD(1, 2.0),
-                                                             "kd4": SoftTargetKD(1, 4.0)}, ADAM)
+        DistillationModule(LightNN(), EnsembleTeacher(teachers, weights={"a": 1.0, "b": 0.0}), kd_terms(), ADAM)
+    with pytest.raises(ConfigError, match="set distill.teacher.temperature"):
+        DistillationModule(LightNN(), EnsembleTeacher(teachers), {"ce": CrossEntropy(), "kd": SoftTargetKD(1, 2.0),
+                                                                  "kd4": SoftTargetKD(1, 4.0)}, ADAM)
     with pytest.raises(ConfigError, match="needs teachers"):
-        MultiTeacherDistillationModule(LightNN(), {}, kd_terms(), ADAM)
+        EnsembleTeacher({})
 
 
 # ---------------------------------------------------------------- FitNets
@@ -347,7 +347,7 @@ def test_crd_gradients_reach_the_student_and_both_heads_only(tmp_path):
     heads = {f"terms.crd.embed_{r}.linear.{p}" for r in "st" for p in ("weight", "bias")}
     assert {n for n in grads if n.startswith("terms.")} == heads
     assert {f"net.{n}" for n, _ in module.net.named_parameters()} == {n for n in grads if n.startswith("net.")}
-    assert all(p.grad is None for p in module.teacher.parameters())
+    assert all(p.grad is None for p in module.teacher.net.parameters())
 
 
 def test_crd_bank_is_sized_at_fit_start_checkpointed_and_resumed(tmp_path):
@@ -377,7 +377,7 @@ def test_crd_bank_is_sized_at_fit_start_checkpointed_and_resumed(tmp_path):
 def test_crd_called_without_indices_or_an_allocated_bank_is_a_clear_error():
     crd = CRD("classifier.1", "classifier.1", student_dim=256, teacher_dim=512, nce_k=8)
     module = DistillationModule(LightNN(), DeepNN(), {"crd": crd}, ADAM)
-    student, teacher = module.student_taps(batch()[0]), module.teacher_taps(batch()[0])
+    student, teacher = module.student_taps(batch()[0]), module.teacher.outputs(batch()[0], None)
     with pytest.raises(ConfigError, match="needs the batch's sample indices"):
         crd(student, teacher, batch()[1])
     with pytest.raises(ConfigError, match="memory bank is empty"):
@@ -398,11 +398,11 @@ def test_multi_teacher_experiment_loads_each_teacher_from_its_own_checkpoint(mak
     cfg = make_config("+experiment=cifar10_multi_teacher", f"teacher.checkpoint='{tmp_path}/deep_seed{{seed}}.pt'")
     assert cfg.run_name == "cifar10_multi_teacher"
     module = instantiate_scheme(cfg)
-    assert isinstance(module, MultiTeacherDistillationModule)
+    assert isinstance(module, DistillationModule) and isinstance(module.teacher, EnsembleTeacher)
     assert module.teacher.weights == {"first": 0.5, "second": 0.5}
     for name, seed in (("first", 0), ("second", 1)):
         expected = seeded(DeepNN, 10 + seed).state_dict()
-        assert all(torch.equal(v, expected[k]) for k, v in module.teachers[name].state_dict().items())
+        assert all(torch.equal(v, expected[k]) for k, v in module.teacher.members[name].state_dict().items())
     loss, _ = module.losses(*batch())
     assert torch.isfinite(loss)
 

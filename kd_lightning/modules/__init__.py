@@ -3,7 +3,6 @@
 from kd_lightning.modules.data_free import DataFreeDistillationModule
 from kd_lightning.modules.distillation import DistillationModule
 from kd_lightning.modules.fitnets import FitNetsModule
-from kd_lightning.modules.multi_teacher import MultiTeacherDistillationModule
 from kd_lightning.modules.mutual import MutualLearningModule
 from kd_lightning.modules.quantization import QuantizationAwareTraining
 from kd_lightning.modules.self_distillation import SelfDistillationModule
@@ -14,7 +13,6 @@ __all__ = [
     "QuantizationAwareTraining",
     "DistillationModule",
     "FitNetsModule",
-    "MultiTeacherDistillationModule",
     "SupervisedModule",
     "MutualLearningModule",
     "SelfDistillationModule",

@@ -70,7 +70,7 @@ class FitNetsModule(DistillationModule):
 
     def losses(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, dict]:
         student = self.student_taps(x)
-        teacher = self.teacher_outputs(x, index)
+        teacher = self.teacher.outputs(x, index)
         hint_stage = self.stage == 1
         active = [name for name in self.terms if (name == self.hint_term) == hint_stage]
         total, values = self.weighted_terms(student, teacher, y, index, active)  # the others: logged only

@@ -14,6 +14,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from kd_lightning.distill import CrossEntropy, FeatureTaps, LossTerm, Outputs
+from kd_lightning.distill.teachers import Teacher, as_teacher
 from kd_lightning.errors import ConfigError
 from kd_lightning.fast import CheapHookLabels, stored_signature
 from kd_lightning.modules.meter import StepMeter, accuracy_counts
@@ -31,7 +32,6 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
     training with :class:`NonFiniteLossError` before the next checkpoint.
     """
 
-    has_teacher = False
     loss_explosion_factor = float("inf")  # set by kd_lightning.runs.LossExplosionGuard (conf/callbacks)
 
     def __init__(
@@ -41,11 +41,13 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
         terms: Mapping[str, LossTerm] | None = None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler | dict] | None = None,
         num_classes: int = 10,
+        teacher: Teacher | nn.Module | None = None,
     ):
         super().__init__()
         terms = dict(terms) if terms else {"ce": CrossEntropy()}
+        self.teacher = as_teacher(teacher)
         needing_teacher = [name for name, term in terms.items() if term.uses_teacher]
-        if needing_teacher and not self.has_teacher:
+        if needing_teacher and self.teacher is None:
             raise ConfigError(
                 f"loss terms {needing_teacher} need a teacher, which {type(self).__name__} has none of: "
                 f"use a distillation scheme (e.g. distill=kd teacher=<name>)"
@@ -53,6 +55,8 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
         self.net = net
         self.terms = nn.ModuleDict(terms)
         self.student_taps = FeatureTaps(net, [p for t in terms.values() for p in t.student_layers], "student")
+        if self.teacher is not None:
+            self.teacher.attach([p for t in terms.values() for p in t.teacher_layers], terms.values())
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
@@ -64,9 +68,11 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
 
     def networks(self) -> list[nn.Module]:
         """The networks this scheme runs (for memory format and compilation)."""
-        return [self.net]
+        return [self.net, *(self.teacher.networks() if self.teacher is not None else [])]
 
     def on_fit_start(self) -> None:
+        if self.teacher is not None:
+            self.teacher.to(device=self.device, dtype=next(self.net.parameters()).dtype)
         self.meter.reset()
         self._allocate_per_sample_state()
 
@@ -88,18 +94,15 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
             else:
                 term.allocate(num_samples, self.device)
 
-    def teacher_outputs(self, x: torch.Tensor, index: torch.Tensor) -> Outputs | None:
-        return None
-
     def step_key(self) -> str:
         """Which captured graph fits the current state (a scheme whose step changes what it computes overrides
         it: the fast path captures one graph per key)."""
-        return "train"
+        return self.teacher.phase if self.teacher is not None else "train"
 
     def losses(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """``(weighted total, {"loss", <term>..., "#correct", "#count"} detached)`` for one batch."""
         student = self.student_taps(x)
-        teacher = self.teacher_outputs(x, index)
+        teacher = self.teacher.outputs(x, index) if self.teacher is not None else None
         total, values = self.weighted_terms(student, teacher, y, index)
         return total, {"loss": total.detach(), **values, **accuracy_counts(student.logits, y)}
 
