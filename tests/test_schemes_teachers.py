@@ -18,10 +18,8 @@ from kd_lightning.distill.crd import nce_loss
 from kd_lightning.errors import ConfigError, MissingTeacherError
 from kd_lightning.fast import FastPath
 from kd_lightning.models import DeepNN, LightNN
-from kd_lightning.modules import (
-    DistillationModule,
-    FitNetsModule,
-)
+from kd_lightning.modules import DistillationModule
+from kd_lightning.modules.stages import Stages
 
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
 
@@ -204,10 +202,14 @@ class Snapshots(L.Callback):
                            if "step" in optimizer.state.get(p, {})})
 
 
-def fitnets_module():
+def fitnets_stages(hint_epochs=1):
+    return {"hint": {"epochs": hint_epochs, "terms": ["hint"]}, "kd": {"terms": ["ce", "kd"], "reset_optimizer": True}}
+
+
+def fitnets_module(hint_epochs=1):
     regressor = nn.Sequential(nn.Conv2d(16, 64, 3, padding=1), nn.ReLU())
     terms = {"hint": HintMSE("features.2", "features.4", regressor), **kd_terms()}
-    return FitNetsModule(seeded(LightNN, 2), seeded(DeepNN, 1), terms, ADAM, hint_epochs=1)
+    return DistillationModule(seeded(LightNN, 2), seeded(DeepNN, 1), terms, ADAM, stages=fitnets_stages(hint_epochs))
 
 
 @pytest.mark.parametrize("capture", [False, True], ids=["automatic", "manual_step"])
@@ -232,11 +234,11 @@ def test_fitnets_logs_every_term_in_both_stages_but_optimises_the_stages_terms(t
     module = fitnets_module()
     x, y, index = batch()
     loss, values = module.losses(x, y, index)  # epoch 0: stage 1
-    assert module.stage == 1 and list(values) == ["loss", "hint", "ce", "kd", "#correct", "#count"]
+    assert module.stage.name == "hint" and list(values) == ["loss", "hint", "ce", "kd", "#correct", "#count"]
     assert finite(values) and values["loss"] == values["hint"] == loss.detach()
-    module.hint_epochs = 0  # as in stage 2
+    module = fitnets_module(hint_epochs=0)  # as in stage 2
     loss, values = module.losses(x, y, index)
-    assert module.stage == 2 and "stage 2" in module.step_key()
+    assert module.stage.name == "kd" and "stage kd" in module.step_key()
     assert loss.item() == pytest.approx(0.75 * values["ce"].item() + 0.25 * values["kd"].item(), rel=1e-6)
     loss.backward()
     assert module.terms["hint"].adapter[0].weight.grad is None
@@ -244,10 +246,12 @@ def test_fitnets_logs_every_term_in_both_stages_but_optimises_the_stages_terms(t
 
 
 def test_fitnets_config_errors():
-    with pytest.raises(ConfigError, match="hint term 'hint'"):
-        FitNetsModule(LightNN(), DeepNN(), kd_terms(), ADAM, hint_epochs=1)
-    with pytest.raises(ConfigError, match="stage 2 needs terms"):
-        FitNetsModule(LightNN(), DeepNN(), {"hint": HintMSE("features", "features", nn.Conv2d(16, 32, 1))}, ADAM, 1)
+    with pytest.raises(ConfigError, match=r"distill.stages.hint.terms=\['hint'\]: expected a non-empty list of"):
+        DistillationModule(LightNN(), DeepNN(), kd_terms(), ADAM, stages=fitnets_stages())
+    with pytest.raises(ConfigError, match="only the last stage runs to the fit's end"):
+        DistillationModule(LightNN(), DeepNN(), kd_terms(), ADAM, stages={"a": {"terms": ["ce"]}, "b": {}})
+    with pytest.raises(ConfigError, match="distill.hint_epochs moved to distill.stages.hint.epochs"):
+        DistillationModule(LightNN(), DeepNN(), kd_terms(), ADAM, hint_epochs=1)
 
 
 # ---------------------------------------------------------------- CRD
@@ -413,11 +417,12 @@ def test_fitnets_experiment_is_the_two_stage_scheme(make_config, teacher_state):
     cfg = make_config("+experiment=cifar10_fitnets", f"teacher.checkpoint={checkpoint}")
     assert cfg.run_name == "cifar10_fitnets"
     module = instantiate_scheme(cfg)
-    assert isinstance(module, FitNetsModule) and module.hint_epochs == 2 and module.stage == 1
+    assert isinstance(module, DistillationModule) and module.stages.at(1).name == "hint" and module.stage.name == "hint"
+    assert module.stages.at(2).name == "kd" and module.stages.at(2).reset_optimizer
     assert isinstance(module.terms["hint"].adapter[1], nn.ReLU)  # the hint's non-linearity
     x, y, index = batch()
     for hint_epochs in (2, 0):  # stage 1, then as in stage 2
-        module.hint_epochs = hint_epochs
+        module.stages = Stages({**cfg.distill.stages, "hint": {"epochs": hint_epochs, "terms": ["hint"]}}, module.terms)
         module.zero_grad(set_to_none=True)
         loss, values = module.losses(x, y, index)
         loss.backward()

@@ -53,3 +53,11 @@ class CheapHookLabels:
             self.__dict__[name] = value
         else:
             super().__setattr__(name, value)
+
+
+def ddp_finds_unused_parameters(strategy) -> bool:
+    """Whether a DDP ``strategy`` looks for parameters without gradients (``find_unused_parameters``). Lightning
+    keeps the DDP arguments in the private ``_ddp_kwargs``; a strategy without them is not DDP (True: nothing to
+    refuse)."""
+    kwargs = getattr(strategy, "_ddp_kwargs", None)
+    return kwargs is None or bool(kwargs.get("find_unused_parameters"))

@@ -2,7 +2,6 @@
 
 from kd_lightning.modules.data_free import DataFreeDistillationModule
 from kd_lightning.modules.distillation import DistillationModule
-from kd_lightning.modules.fitnets import FitNetsModule
 from kd_lightning.modules.mutual import MutualLearningModule
 from kd_lightning.modules.quantization import QuantizationAwareTraining
 from kd_lightning.modules.self_distillation import SelfDistillationModule
@@ -12,7 +11,6 @@ __all__ = [
     "DataFreeDistillationModule",
     "QuantizationAwareTraining",
     "DistillationModule",
-    "FitNetsModule",
     "SupervisedModule",
     "MutualLearningModule",
     "SelfDistillationModule",

@@ -15,6 +15,14 @@ from kd_lightning.modules.supervised import SupervisedModule
 
 log = logging.getLogger(__name__)
 
+MOVED = {  # keys of the schemes that became config (FitNetsModule, MultiTeacherDistillationModule) -> their new place
+    "hint_epochs": "distill.stages.hint.epochs",
+    "hint_term": "distill.stages.hint.terms (the terms stage 1 optimises)",
+    "teachers": "distill.teacher.teachers",
+    "teacher_weights": "distill.teacher.weights",
+    "temperature": "distill.teacher.temperature",
+}
+
 
 class DistillationModule(SupervisedModule):
     """Trains ``net`` (the student) and the terms' adapters; the ``teacher`` only gives targets.
@@ -34,12 +42,18 @@ class DistillationModule(SupervisedModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         num_classes: int = 10,
+        stages: Mapping[str, Mapping] | None = None,
+        **moved,
     ):
+        if moved:
+            raise ConfigError("; ".join(
+                f"distill.{key} moved to {MOVED.get(key, 'nowhere (not an argument of offline distillation)')}"
+                for key in moved))
         if teacher is None:
             raise ConfigError("offline distillation needs a teacher: choose one with teacher=<name> (see conf/teacher/)")
         if not terms:
             raise ConfigError("offline distillation needs at least one loss term in distill.terms")
-        super().__init__(net, optimizer, terms, scheduler, num_classes, teacher=teacher)
+        super().__init__(net, optimizer, terms, scheduler, num_classes, teacher=teacher, stages=stages)
         self.teacher_cache = False  # set by the fast path (speed.teacher_cache) before fitting starts
 
     def on_fit_start(self) -> None:

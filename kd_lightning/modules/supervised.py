@@ -17,7 +17,9 @@ from kd_lightning.distill import CrossEntropy, FeatureTaps, LossTerm, Outputs
 from kd_lightning.distill.teachers import Teacher, as_teacher
 from kd_lightning.errors import ConfigError
 from kd_lightning.fast import CheapHookLabels, stored_signature
+from kd_lightning.fast.lightning import ddp_finds_unused_parameters
 from kd_lightning.modules.meter import StepMeter, accuracy_counts
+from kd_lightning.modules.stages import Stage, Stages
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler | dict] | None = None,
         num_classes: int = 10,
         teacher: Teacher | nn.Module | None = None,
+        stages: Mapping[str, Mapping] | None = None,
     ):
         super().__init__()
         terms = dict(terms) if terms else {"ce": CrossEntropy()}
@@ -54,6 +57,7 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
             )
         self.net = net
         self.terms = nn.ModuleDict(terms)
+        self.stages = Stages(stages, terms)
         self.student_taps = FeatureTaps(net, [p for t in terms.values() for p in t.student_layers], "student")
         if self.teacher is not None:
             self.teacher.attach([p for t in terms.values() for p in t.teacher_layers], terms.values())
@@ -75,6 +79,33 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
             self.teacher.to(device=self.device, dtype=next(self.net.parameters()).dtype)
         self.meter.reset()
         self._allocate_per_sample_state()
+        self._trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+        if self.trainer.world_size > 1 and self.stages.leave_parameters_unused and not ddp_finds_unused_parameters(
+            self.trainer.strategy
+        ):
+            raise ConfigError(
+                f"the stages {[s.name for s in self.stages.stages]} leave parameters without gradients (those only "
+                f"a term outside the stage reaches), which DDP refuses: use trainer.strategy=ddp_find_unused_parameters_true"
+            )
+
+    @property
+    def stage(self) -> Stage:
+        """The stage of the current epoch (:mod:`kd_lightning.modules.stages`)."""
+        return self.stages.at(self.current_epoch)
+
+    def on_train_epoch_start(self) -> None:
+        stage = self.stage
+        if any(s.train is not None for s in self.stages.stages):
+            for name, parameter in self.named_parameters():
+                parameter.requires_grad_(name in self._trainable and stage.trains(name))
+        if self.stages.starting(self.current_epoch) is None or len(self.stages) == 1:
+            return
+        if stage.reset_optimizer and stage.start > 0:
+            for optimizer in self.trainer.optimizers:
+                optimizer.state.clear()  # fresh moments for this stage (re-created lazily by the next step)
+        log.info("Stage %r (from epoch %d): optimising %s%s.", stage.name, stage.start,
+                 list(stage.terms) if stage.terms is not None else "every term",
+                 "; optimizer state reset" if stage.reset_optimizer and stage.start > 0 else "")
 
     def _allocate_per_sample_state(self) -> None:
         terms = [term for term in self.terms.values() if term.uses_index and hasattr(term, "allocate")]
@@ -97,13 +128,14 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
     def step_key(self) -> str:
         """Which captured graph fits the current state (a scheme whose step changes what it computes overrides
         it: the fast path captures one graph per key)."""
-        return self.teacher.phase if self.teacher is not None else "train"
+        key = self.teacher.phase if self.teacher is not None else "train"
+        return key if len(self.stages) == 1 else f"{key}, stage {self.stage.name}"
 
     def losses(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """``(weighted total, {"loss", <term>..., "#correct", "#count"} detached)`` for one batch."""
         student = self.student_taps(x)
         teacher = self.teacher.outputs(x, index) if self.teacher is not None else None
-        total, values = self.weighted_terms(student, teacher, y, index)
+        total, values = self.weighted_terms(student, teacher, y, index, active=self.stage.terms)
         return total, {"loss": total.detach(), **values, **accuracy_counts(student.logits, y)}
 
     def weighted_terms(
