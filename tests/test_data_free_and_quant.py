@@ -20,7 +20,7 @@ from kd_lightning.models import MLP, LightNN
 from kd_lightning.models.generator import Generator, MLPGenerator
 from kd_lightning.models.quantizable import QuantizableNet, fusable_groups
 from kd_lightning.modules import DataFreeDistillationModule
-from kd_lightning.modules.quantization import convert_int8, prepare_qat
+from kd_lightning.callbacks.quantization import convert_int8, prepare_qat
 from kd_lightning.train import train
 
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)

@@ -19,7 +19,7 @@ from kd_lightning.fast.capture import frozen_optimizer_values
 from kd_lightning.modules import DistillationModule, SupervisedModule
 from kd_lightning.modules.schedules import warmup_cosine
 from kd_lightning.modules.supervised import lightning_scheduler
-from kd_lightning.report import EpochThroughput
+from kd_lightning.callbacks import EpochThroughput
 from kd_lightning.train import train
 
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
@@ -195,7 +195,7 @@ def test_the_captured_step_normalises_training_batches_itself(tmp_path):
         dtypes.seen = set()
         datamodule = data()
         fit(module, datamodule, tmp_path, callbacks=[dtypes], limit_train_batches=2, speed={"capture_step": capture})
-        assert dtypes.seen == {dtype} and not datamodule.defer_train_transform  # handed back after the fit
+        assert dtypes.seen == {dtype} and not module.prepare_in_step  # handed back after the fit
 
 
 class SaveWeights(L.Callback):

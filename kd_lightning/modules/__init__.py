@@ -3,13 +3,11 @@
 from kd_lightning.modules.data_free import DataFreeDistillationModule
 from kd_lightning.modules.distillation import DistillationModule
 from kd_lightning.modules.mutual import MutualLearningModule
-from kd_lightning.modules.quantization import QuantizationAwareTraining
 from kd_lightning.modules.self_distillation import SelfDistillationModule
 from kd_lightning.modules.supervised import SupervisedModule
 
 __all__ = [
     "DataFreeDistillationModule",
-    "QuantizationAwareTraining",
     "DistillationModule",
     "SupervisedModule",
     "MutualLearningModule",

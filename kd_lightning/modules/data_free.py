@@ -85,6 +85,11 @@ class DataFreeDistillationModule(SupervisedModule):
         self.generator_optimizer_factory = generator_optimizer
         self.batch_size, self.activation_layer, self.student_steps = batch_size, activation_layer, student_steps
 
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.trainer.training:
+            return batch  # step-count placeholders: the step generates its images
+        return super().on_after_batch_transfer(batch, dataloader_idx)
+
     def networks(self) -> list[nn.Module]:
         return [*super().networks(), self.generator]
 

@@ -35,6 +35,7 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
     """
 
     loss_explosion_factor = float("inf")  # set by kd_lightning.runs.LossExplosionGuard (conf/callbacks)
+    prepare_in_step = False  # set by the fast path, whose captured step prepares training batches itself
 
     def __init__(
         self,
@@ -190,6 +191,22 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
         for name, correct in sums.items():
             if name.startswith("#correct"):
                 self.log("train/acc" + name.removeprefix("#correct"), correct / sums["#count"])
+
+    def prepare_images(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        """A batch on the training device → the network's input: the datamodule's public ``transform`` (normalise;
+        augment when ``train``), then the cast Lightning's precision (bf16-true) gives batches, which it could not
+        while they were uint8."""
+        transform = getattr(self.trainer.datamodule, "transform", None)
+        images = transform(images, train=train) if transform is not None else images
+        return self.trainer.precision_plugin.convert_input(images)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Where batches are prepared is this module's decision: here, or inside the captured step (fast path)."""
+        images, labels, index = batch
+        training = self.trainer.training
+        if training and self.prepare_in_step:
+            return batch
+        return self.prepare_images(images, train=training), labels, index
 
     def _evaluate(self, batch, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy, stage: str) -> None:
         x, y, _ = batch
