@@ -28,14 +28,14 @@ from kd_lightning.distill import LossTerm, Outputs
 from kd_lightning.distill.data_free import DAFLGeneratorLoss
 from kd_lightning.errors import ConfigError
 from kd_lightning.distill.teachers import Teacher
-from kd_lightning.modules.supervised import SupervisedModule
+from kd_lightning.modules.supervised import SupervisedModule, WithTeacher
 from kd_lightning.modules.meter import accuracy_counts
 from kd_lightning.fast import stored_signature
 
 log = logging.getLogger(__name__)
 
 
-class DataFreeDistillationModule(SupervisedModule):
+class DataFreeDistillationModule(WithTeacher, SupervisedModule):
     """DAFL: trains ``generator`` against the frozen ``teacher`` and ``net`` (the student) on generated images.
 
     The teacher is a :class:`~kd_lightning.distill.teachers.Teacher` (frozen, eval mode, not a registered

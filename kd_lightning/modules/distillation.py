@@ -11,7 +11,7 @@ from torch import nn
 from kd_lightning.distill import LossTerm
 from kd_lightning.distill.teachers import CachedTeacher, Teacher
 from kd_lightning.errors import ConfigError
-from kd_lightning.modules.supervised import SupervisedModule
+from kd_lightning.modules.supervised import SupervisedModule, WithTeacher
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ MOVED = {  # keys of the schemes that became config (FitNetsModule, MultiTeacher
 }
 
 
-class DistillationModule(SupervisedModule):
+class DistillationModule(WithTeacher, SupervisedModule):
     """Trains ``net`` (the student) and the terms' adapters; the ``teacher`` only gives targets.
 
     ``teacher`` is any :class:`~kd_lightning.distill.teachers.Teacher` (a plain network is a frozen single

@@ -32,6 +32,11 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
     graph on the fast path) and writes them to the loggers every ``trainer.log_every_n_steps`` steps (one sync per
     window) as ``train/loss`` and ``train/<term>``, and per epoch as ``train/acc``. A non-finite loss stops
     training with :class:`NonFiniteLossError` before the next checkpoint.
+
+    ``teacher`` (optional: a :class:`~kd_lightning.distill.teachers.Teacher`, or a network, which becomes a frozen
+    one) gives the terms that read a teacher its outputs; ``stages`` (``distill.stages``) say which terms each epoch
+    optimises (:mod:`kd_lightning.modules.stages`). The whole step reads top to bottom in :meth:`training_step`,
+    :meth:`losses` and :meth:`weighted_terms`.
     """
 
     loss_explosion_factor = float("inf")  # set by kd_lightning.runs.LossExplosionGuard (conf/callbacks)
@@ -49,9 +54,9 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
     ):
         super().__init__()
         terms = dict(terms) if terms else {"ce": CrossEntropy()}
-        self.teacher = as_teacher(teacher)
+        self._teacher = as_teacher(teacher)  # schemes that distil expose it as `teacher` (WithTeacher)
         needing_teacher = [name for name, term in terms.items() if term.uses_teacher]
-        if needing_teacher and self.teacher is None:
+        if needing_teacher and self._teacher is None:
             raise ConfigError(
                 f"loss terms {needing_teacher} need a teacher, which {type(self).__name__} has none of: "
                 f"use a distillation scheme (e.g. distill=kd teacher=<name>)"
@@ -60,8 +65,8 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
         self.terms = nn.ModuleDict(terms)
         self.stages = Stages(stages, terms)
         self.student_taps = FeatureTaps(net, [p for t in terms.values() for p in t.student_layers], "student")
-        if self.teacher is not None:
-            self.teacher.attach([p for t in terms.values() for p in t.teacher_layers], terms.values())
+        if self._teacher is not None:
+            self._teacher.attach([p for t in terms.values() for p in t.teacher_layers], terms.values())
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
@@ -73,11 +78,11 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
 
     def networks(self) -> list[nn.Module]:
         """The networks this scheme runs (for memory format and compilation)."""
-        return [self.net, *(self.teacher.networks() if self.teacher is not None else [])]
+        return [self.net, *(self._teacher.networks() if self._teacher is not None else [])]
 
     def on_fit_start(self) -> None:
-        if self.teacher is not None:
-            self.teacher.to(device=self.device, dtype=next(self.net.parameters()).dtype)
+        if self._teacher is not None:
+            self._teacher.to(device=self.device, dtype=next(self.net.parameters()).dtype)
         self.meter.reset()
         self._allocate_per_sample_state()
         self._trainable = {name for name, p in self.named_parameters() if p.requires_grad}
@@ -129,13 +134,13 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
     def step_key(self) -> str:
         """Which captured graph fits the current state (a scheme whose step changes what it computes overrides
         it: the fast path captures one graph per key)."""
-        key = self.teacher.phase if self.teacher is not None else "train"
+        key = self._teacher.phase if self._teacher is not None else "train"
         return key if len(self.stages) == 1 else f"{key}, stage {self.stage.name}"
 
     def losses(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """``(weighted total, {"loss", <term>..., "#correct", "#count"} detached)`` for one batch."""
         student = self.student_taps(x)
-        teacher = self.teacher.outputs(x, index) if self.teacher is not None else None
+        teacher = self._teacher.outputs(x, index) if self._teacher is not None else None
         total, values = self.weighted_terms(student, teacher, y, index, active=self.stage.terms)
         return total, {"loss": total.detach(), **values, **accuracy_counts(student.logits, y)}
 
@@ -233,6 +238,19 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
             kwargs["total_epochs"] = self.trainer.max_epochs
         scheduler = self.scheduler_factory(**kwargs)  # a scheduler, or Lightning's dict with its interval
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+class WithTeacher:
+    """Mixin for a scheme that distils: its :class:`~kd_lightning.distill.teachers.Teacher` as ``teacher`` (a
+    supervised run, and a student loaded for export, have no such attribute)."""
+
+    @property
+    def teacher(self) -> Teacher:
+        return self._teacher
+
+    @teacher.setter
+    def teacher(self, value: Teacher) -> None:
+        self._teacher = value
 
 
 def _wants(factory: Callable, name: str) -> bool:
