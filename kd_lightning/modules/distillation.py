@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -55,6 +56,7 @@ class DistillationModule(WithTeacher, SupervisedModule):
             raise ConfigError("offline distillation needs at least one loss term in distill.terms")
         super().__init__(net, optimizer, terms, scheduler, num_classes, teacher=teacher, stages=stages)
         self.teacher_cache = False  # set by the fast path (speed.teacher_cache) before fitting starts
+        self._restored_cache: tuple[dict, Path] | None = None  # a resumed checkpoint's cache, used at fit start
 
     def on_fit_start(self) -> None:
         self.teacher = self.teacher.live  # a cache of an earlier fit does not carry over
@@ -65,6 +67,29 @@ class DistillationModule(WithTeacher, SupervisedModule):
                 log.warning("speed.teacher_cache is off: %s. The teacher runs live.", reason)
             else:
                 self.teacher = CachedTeacher(self.teacher, self.trainer.datamodule.num_train_samples, self.device)
+                if self._restored_cache is not None:
+                    self._restore_cache(*self._restored_cache)
+        self._restored_cache = None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        callback = self.trainer.checkpoint_callback
+        if isinstance(self.teacher, CachedTeacher) and callback is not None and callback.dirpath is not None:
+            checkpoint["teacher_cache"] = self.teacher.cache.checkpoint_entry(Path(callback.dirpath))
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        # Lightning restores the checkpoint before on_fit_start, which builds the cache: keep it until then
+        entry = checkpoint.get("teacher_cache")
+        self._restored_cache = (entry, Path(self.trainer.ckpt_path).parent) if entry and self.trainer.ckpt_path else None
+
+    def _restore_cache(self, entry: dict, folder: Path) -> None:
+        try:
+            self.teacher.cache.restore(entry, folder)
+        except (FileNotFoundError, ValueError) as error:
+            log.warning("The resumed checkpoint's teacher cache cannot be used (%s): the teacher runs live until the "
+                        "cache is full again, so this run's teacher targets may differ from an uninterrupted run's "
+                        "in their last bits.", error)
 
     def _cache_unavailable_reason(self) -> str | None:
         if getattr(self.trainer.datamodule, "augments", False):
