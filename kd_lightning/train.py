@@ -31,7 +31,7 @@ from kd_lightning.errors import ConfigError, KDError
 from kd_lightning.export.checkpoint import rebuild_facts
 from kd_lightning.lr_find import find_lr
 from kd_lightning.modules.supervised import lightning_scheduler
-from kd_lightning.report import EpochThroughput
+from kd_lightning.callbacks import EpochThroughput
 from kd_lightning.report.facts import safe_run_config
 from kd_lightning.report.hparams import log_hparams
 from kd_lightning.report.loggers import instantiate_loggers

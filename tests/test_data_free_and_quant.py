@@ -20,7 +20,7 @@ from kd_lightning.models import MLP, LightNN
 from kd_lightning.models.generator import Generator, MLPGenerator
 from kd_lightning.models.quantizable import QuantizableNet, fusable_groups
 from kd_lightning.modules import DataFreeDistillationModule
-from kd_lightning.modules.quantization import convert_int8, prepare_qat
+from kd_lightning.callbacks.quantization import convert_int8, prepare_qat
 from kd_lightning.train import train
 
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
@@ -155,12 +155,12 @@ def test_generator_steps_are_placeholders_only():
 def test_generator_loss_moves_the_generator_only_and_student_loss_the_student_only():
     module = data_free_module()
     images = module.generate(16)
-    teacher = module.teacher_taps(images)
+    teacher = module.teacher(images)
     total, _ = module.generator_loss(teacher.logits, teacher.features["layers"], images)
     total.backward()
     assert all(p.grad is not None for p in module.generator.parameters())
     assert all(p.grad is None for p in module.net.parameters())
-    assert all(p.grad is None for p in module.teacher.parameters())
+    assert all(p.grad is None for p in module.teacher.net.parameters())
 
 
 # ---------------------------------------------------------------- QAT: fake quant in training, int8 after

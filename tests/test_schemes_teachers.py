@@ -12,16 +12,14 @@ from hydra.utils import instantiate
 from torch import nn
 
 from kd_lightning.data import ClassificationDataModule, SyntheticSource
-from kd_lightning.distill import CRD, CrossEntropy, HintMSE, Outputs, SoftTargetKD, TeacherEnsemble, load_teachers
+from kd_lightning.distill import (CRD, CrossEntropy, EnsembleTeacher, HintMSE, Outputs, SoftTargetKD, TeacherEnsemble,
+                                  load_teachers)
 from kd_lightning.distill.crd import nce_loss
 from kd_lightning.errors import ConfigError, MissingTeacherError
 from kd_lightning.fast import FastPath
 from kd_lightning.models import DeepNN, LightNN
-from kd_lightning.modules import (
-    DistillationModule,
-    FitNetsModule,
-    MultiTeacherDistillationModule,
-)
+from kd_lightning.modules import DistillationModule
+from kd_lightning.modules.stages import Stages
 
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
 
@@ -59,6 +57,10 @@ def losses_and_grads(module, x, y, index):
     return loss.detach(), values, {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
 
 
+def finite(values):
+    return bool(torch.isfinite(torch.stack([v.float() for v in values.values()])).all())
+
+
 def kd_terms():
     return {"ce": CrossEntropy(0.75), "kd": SoftTargetKD(0.25, 2.0)}
 
@@ -69,7 +71,7 @@ def kd_terms():
 def test_multi_teacher_with_one_teacher_equals_plain_kd():
     teacher, student = seeded(DeepNN, 1), seeded(LightNN, 2)
     plain = DistillationModule(copy.deepcopy(student), teacher, kd_terms(), ADAM)
-    multi = MultiTeacherDistillationModule(copy.deepcopy(student), {"only": teacher}, kd_terms(), ADAM)
+    multi = DistillationModule(copy.deepcopy(student), EnsembleTeacher({"only": teacher}), kd_terms(), ADAM)
     x, y, index = batch()
     loss_p, values_p, grads_p = losses_and_grads(plain, x, y, index)
     loss_m, values_m, grads_m = losses_and_grads(multi, x, y, index)
@@ -84,9 +86,9 @@ def test_multi_teacher_with_one_teacher_equals_plain_kd():
 def test_two_identical_teachers_equal_one_whatever_their_weights():
     teacher, student = seeded(DeepNN, 1), seeded(LightNN, 2)
     x, y, index = batch()
-    one = MultiTeacherDistillationModule(copy.deepcopy(student), {"a": teacher}, kd_terms(), ADAM)
-    two = MultiTeacherDistillationModule(copy.deepcopy(student), {"a": teacher, "b": copy.deepcopy(teacher)},
-                                         kd_terms(), ADAM, teacher_weights={"a": 3.0, "b": 1.0})
+    one = DistillationModule(copy.deepcopy(student), EnsembleTeacher({"a": teacher}), kd_terms(), ADAM)
+    two = DistillationModule(copy.deepcopy(student), EnsembleTeacher({"a": teacher, "b": copy.deepcopy(teacher)},
+                                                                     weights={"a": 3.0, "b": 1.0}), kd_terms(), ADAM)
     assert two.teacher.weights == {"a": 0.75, "b": 0.25}
     loss_1, values_1, _ = losses_and_grads(one, x, y, index)
     loss_2, values_2, _ = losses_and_grads(two, x, y, index)
@@ -126,14 +128,14 @@ def test_per_teacher_feature_terms_read_their_own_teachers_layer():
     first, second, student = seeded(DeepNN, 1), seeded(DeepNN, 3), seeded(LightNN, 2)
     hint = functools.partial(HintMSE, "features", adapter=nn.Conv2d(16, 32, 3, padding=1), weight=0.5)
     terms = {**kd_terms(), "hint_second": hint("second.features")}
-    multi = MultiTeacherDistillationModule(student, {"first": first, "second": second}, terms, ADAM)
+    multi = DistillationModule(student, EnsembleTeacher({"first": first, "second": second}), terms, ADAM)
     x, y, index = batch()
     _, values, grads = losses_and_grads(multi, x, y, index)
     with torch.no_grad():
         alone = HintMSE("features", "features", multi.terms["hint_second"].adapter)(
             Outputs(None, {"features": student.features(x)}), Outputs(None, {"features": second.features(x)}), y)
-    assert multi.metric_names == ["train/loss", "train/ce", "train/kd", "train/hint_second"]
-    assert values[3].item() == pytest.approx(alone.item(), rel=1e-5)
+    assert list(values) == ["loss", "ce", "kd", "hint_second", "#correct", "#count"]
+    assert values["hint_second"].item() == pytest.approx(alone.item(), rel=1e-5)
     # gradients reach the student and the adapter only; the teachers are frozen and outside the module
     assert {n.split(".")[0] for n in grads} == {"net", "terms"} and "terms.hint_second.adapter.weight" in grads
     assert all(not p.requires_grad and p.grad is None for t in (first, second) for p in t.parameters())
@@ -143,11 +145,11 @@ def test_per_teacher_feature_terms_read_their_own_teachers_layer():
 def test_teachers_stay_frozen_unregistered_and_in_eval_mode_while_fitting(tmp_path):
     teachers = {"first": seeded(DeepNN, 1), "second": seeded(DeepNN, 3)}
     before = {name: copy.deepcopy(t.state_dict()) for name, t in teachers.items()}
-    module = MultiTeacherDistillationModule(seeded(LightNN, 2), teachers, kd_terms(), ADAM)
+    module = DistillationModule(seeded(LightNN, 2), EnsembleTeacher(teachers), kd_terms(), ADAM)
     fit(module, data(), tmp_path, limit_train_batches=2)
     optimised = {id(p) for group in module.optimizers().optimizer.param_groups for p in group["params"]}
     for name, teacher in teachers.items():
-        assert not teacher.training and module.teachers[name] is teacher
+        assert not teacher.training and module.teacher.members[name] is teacher
         assert all(torch.equal(before[name][k], v) for k, v in teacher.state_dict().items())
         assert not optimised & {id(p) for p in teacher.parameters()}
 
@@ -174,14 +176,14 @@ def test_load_teachers_gives_each_member_its_own_seeds_checkpoint(tmp_path):
 def test_multi_teacher_config_errors():
     teachers = {"a": DeepNN(), "b": DeepNN()}
     with pytest.raises(ConfigError, match="exactly the teachers' names"):
-        MultiTeacherDistillationModule(LightNN(), teachers, kd_terms(), ADAM, teacher_weights={"a": 1.0})
+        DistillationModule(LightNN(), EnsembleTeacher(teachers, weights={"a": 1.0}), kd_terms(), ADAM)
     with pytest.raises(ConfigError, match="positive"):
-        MultiTeacherDistillationModule(LightNN(), teachers, kd_terms(), ADAM, teacher_weights={"a": 1.0, "b": 0.0})
-    with pytest.raises(ConfigError, match="set distill.temperature"):
-        MultiTeacherDistillationModule(LightNN(), teachers, {"ce": CrossEntropy(), "kd": SoftTargetKD(1, 2.0),
-                                                             "kd4": SoftTargetKD(1, 4.0)}, ADAM)
+        DistillationModule(LightNN(), EnsembleTeacher(teachers, weights={"a": 1.0, "b": 0.0}), kd_terms(), ADAM)
+    with pytest.raises(ConfigError, match="set distill.teacher.temperature"):
+        DistillationModule(LightNN(), EnsembleTeacher(teachers), {"ce": CrossEntropy(), "kd": SoftTargetKD(1, 2.0),
+                                                                  "kd4": SoftTargetKD(1, 4.0)}, ADAM)
     with pytest.raises(ConfigError, match="needs teachers"):
-        MultiTeacherDistillationModule(LightNN(), {}, kd_terms(), ADAM)
+        EnsembleTeacher({})
 
 
 # ---------------------------------------------------------------- FitNets
@@ -200,10 +202,14 @@ class Snapshots(L.Callback):
                            if "step" in optimizer.state.get(p, {})})
 
 
-def fitnets_module():
+def fitnets_stages(hint_epochs=1):
+    return {"hint": {"epochs": hint_epochs, "terms": ["hint"]}, "kd": {"terms": ["ce", "kd"], "reset_optimizer": True}}
+
+
+def fitnets_module(hint_epochs=1):
     regressor = nn.Sequential(nn.Conv2d(16, 64, 3, padding=1), nn.ReLU())
     terms = {"hint": HintMSE("features.2", "features.4", regressor), **kd_terms()}
-    return FitNetsModule(seeded(LightNN, 2), seeded(DeepNN, 1), terms, ADAM, hint_epochs=1)
+    return DistillationModule(seeded(LightNN, 2), seeded(DeepNN, 1), terms, ADAM, stages=fitnets_stages(hint_epochs))
 
 
 @pytest.mark.parametrize("capture", [False, True], ids=["automatic", "manual_step"])
@@ -228,22 +234,24 @@ def test_fitnets_logs_every_term_in_both_stages_but_optimises_the_stages_terms(t
     module = fitnets_module()
     x, y, index = batch()
     loss, values = module.losses(x, y, index)  # epoch 0: stage 1
-    assert module.stage == 1 and module.metric_names == ["train/loss", "train/hint", "train/ce", "train/kd"]
-    assert torch.isfinite(values).all() and values[0] == values[1] == loss.detach()
-    module.hint_epochs = 0  # as in stage 2
+    assert module.stage.name == "hint" and list(values) == ["loss", "hint", "ce", "kd", "#correct", "#count"]
+    assert finite(values) and values["loss"] == values["hint"] == loss.detach()
+    module = fitnets_module(hint_epochs=0)  # as in stage 2
     loss, values = module.losses(x, y, index)
-    assert module.stage == 2 and "stage 2" in module.step_key()
-    assert loss.item() == pytest.approx(0.75 * values[2].item() + 0.25 * values[3].item(), rel=1e-6)
+    assert module.stage.name == "kd" and "stage kd" in module.step_key()
+    assert loss.item() == pytest.approx(0.75 * values["ce"].item() + 0.25 * values["kd"].item(), rel=1e-6)
     loss.backward()
     assert module.terms["hint"].adapter[0].weight.grad is None
     assert all(p.grad is not None for p in module.net.parameters())
 
 
 def test_fitnets_config_errors():
-    with pytest.raises(ConfigError, match="hint term 'hint'"):
-        FitNetsModule(LightNN(), DeepNN(), kd_terms(), ADAM, hint_epochs=1)
-    with pytest.raises(ConfigError, match="stage 2 needs terms"):
-        FitNetsModule(LightNN(), DeepNN(), {"hint": HintMSE("features", "features", nn.Conv2d(16, 32, 1))}, ADAM, 1)
+    with pytest.raises(ConfigError, match=r"distill.stages.hint.terms=\['hint'\]: expected a non-empty list of"):
+        DistillationModule(LightNN(), DeepNN(), kd_terms(), ADAM, stages=fitnets_stages())
+    with pytest.raises(ConfigError, match="only the last stage runs to the fit's end"):
+        DistillationModule(LightNN(), DeepNN(), kd_terms(), ADAM, stages={"a": {"terms": ["ce"]}, "b": {}})
+    with pytest.raises(ConfigError, match="distill.hint_epochs moved to distill.stages.hint.epochs"):
+        DistillationModule(LightNN(), DeepNN(), kd_terms(), ADAM, hint_epochs=1)
 
 
 # ---------------------------------------------------------------- CRD
@@ -339,11 +347,11 @@ def test_crd_gradients_reach_the_student_and_both_heads_only(tmp_path):
     module.terms["crd"].allocate(40, "cpu")
     x, y, _ = batch()
     _, values, grads = losses_and_grads(module, x, y, torch.arange(8) * 5)
-    assert torch.isfinite(values).all()
+    assert finite(values)
     heads = {f"terms.crd.embed_{r}.linear.{p}" for r in "st" for p in ("weight", "bias")}
     assert {n for n in grads if n.startswith("terms.")} == heads
     assert {f"net.{n}" for n, _ in module.net.named_parameters()} == {n for n in grads if n.startswith("net.")}
-    assert all(p.grad is None for p in module.teacher.parameters())
+    assert all(p.grad is None for p in module.teacher.net.parameters())
 
 
 def test_crd_bank_is_sized_at_fit_start_checkpointed_and_resumed(tmp_path):
@@ -373,7 +381,7 @@ def test_crd_bank_is_sized_at_fit_start_checkpointed_and_resumed(tmp_path):
 def test_crd_called_without_indices_or_an_allocated_bank_is_a_clear_error():
     crd = CRD("classifier.1", "classifier.1", student_dim=256, teacher_dim=512, nce_k=8)
     module = DistillationModule(LightNN(), DeepNN(), {"crd": crd}, ADAM)
-    student, teacher = module.student_taps(batch()[0]), module.teacher_taps(batch()[0])
+    student, teacher = module.student_taps(batch()[0]), module.teacher.outputs(batch()[0], None)
     with pytest.raises(ConfigError, match="needs the batch's sample indices"):
         crd(student, teacher, batch()[1])
     with pytest.raises(ConfigError, match="memory bank is empty"):
@@ -394,11 +402,11 @@ def test_multi_teacher_experiment_loads_each_teacher_from_its_own_checkpoint(mak
     cfg = make_config("+experiment=cifar10_multi_teacher", f"teacher.checkpoint='{tmp_path}/deep_seed{{seed}}.pt'")
     assert cfg.run_name == "cifar10_multi_teacher"
     module = instantiate_scheme(cfg)
-    assert isinstance(module, MultiTeacherDistillationModule)
+    assert isinstance(module, DistillationModule) and isinstance(module.teacher, EnsembleTeacher)
     assert module.teacher.weights == {"first": 0.5, "second": 0.5}
     for name, seed in (("first", 0), ("second", 1)):
         expected = seeded(DeepNN, 10 + seed).state_dict()
-        assert all(torch.equal(v, expected[k]) for k, v in module.teachers[name].state_dict().items())
+        assert all(torch.equal(v, expected[k]) for k, v in module.teacher.members[name].state_dict().items())
     loss, _ = module.losses(*batch())
     assert torch.isfinite(loss)
 
@@ -409,15 +417,16 @@ def test_fitnets_experiment_is_the_two_stage_scheme(make_config, teacher_state):
     cfg = make_config("+experiment=cifar10_fitnets", f"teacher.checkpoint={checkpoint}")
     assert cfg.run_name == "cifar10_fitnets"
     module = instantiate_scheme(cfg)
-    assert isinstance(module, FitNetsModule) and module.hint_epochs == 2 and module.stage == 1
+    assert isinstance(module, DistillationModule) and module.stages.at(1).name == "hint" and module.stage.name == "hint"
+    assert module.stages.at(2).name == "kd" and module.stages.at(2).reset_optimizer
     assert isinstance(module.terms["hint"].adapter[1], nn.ReLU)  # the hint's non-linearity
     x, y, index = batch()
     for hint_epochs in (2, 0):  # stage 1, then as in stage 2
-        module.hint_epochs = hint_epochs
+        module.stages = Stages({**cfg.distill.stages, "hint": {"epochs": hint_epochs, "terms": ["hint"]}}, module.terms)
         module.zero_grad(set_to_none=True)
         loss, values = module.losses(x, y, index)
         loss.backward()
-        assert torch.isfinite(values).all()
+        assert finite(values)
         assert (module.net.classifier[0].weight.grad is None) == (hint_epochs == 2)
         assert (module.terms["hint"].adapter[0].weight.grad is None) == (hint_epochs == 0)
 

@@ -12,14 +12,14 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 
 from kd_lightning.data import ClassificationDataModule, SyntheticSource
-from kd_lightning.distill import CrossEntropy, HintMSE, SoftTargetKD
+from kd_lightning.distill import CachedTeacher, CrossEntropy, HintMSE, SoftTargetKD
 from kd_lightning.models import DeepNN, LightNN
 from kd_lightning.fast import FastPath, MatmulBiasGradConv2d, graph_safe_optimizer, use_matmul_bias_grad
 from kd_lightning.fast.capture import frozen_optimizer_values
 from kd_lightning.modules import DistillationModule, SupervisedModule
 from kd_lightning.modules.schedules import warmup_cosine
 from kd_lightning.modules.supervised import lightning_scheduler
-from kd_lightning.report import EpochThroughput
+from kd_lightning.callbacks import EpochThroughput
 from kd_lightning.train import train
 
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
@@ -65,12 +65,12 @@ def distiller():
 def test_teacher_cache_holds_the_teachers_outputs_for_every_training_sample(tmp_path):
     module, datamodule = distiller(), data()
     fit(module, datamodule, tmp_path, epochs=1, speed={"teacher_cache": True})
-    assert module.cache.complete and module.step_key() == "cached teacher"
+    assert module.teacher.cache.complete and module.step_key() == "cached teacher"
     images, _ = datamodule.splits["train"]
     x = datamodule.transform(images, train=False)
     with torch.no_grad():
-        live = module.teacher_taps(x)
-    cached = module.cache.lookup(torch.arange(len(images)))
+        live = module.teacher.live.outputs(x, None)
+    cached = module.teacher.outputs(None, torch.arange(len(images)))
     torch.testing.assert_close(cached.logits.float(), live.logits, rtol=2e-2, atol=2e-2)  # bf16 storage
     torch.testing.assert_close(cached.features["features"].float(), live.features["features"], rtol=2e-2, atol=2e-2)
 
@@ -88,7 +88,7 @@ def test_augmentation_turns_the_cache_off(tmp_path, caplog):
     module = distiller()
     with caplog.at_level(logging.WARNING):
         fit(module, data(hflip=True), tmp_path, speed={"teacher_cache": True})
-    assert module.cache is None and module.step_key() == "live teacher"
+    assert not isinstance(module.teacher, CachedTeacher) and module.step_key() == "live teacher"
     assert "teacher_cache is off: training batches are augmented" in caplog.text
 
 
@@ -127,7 +127,7 @@ class StepRecorder(SupervisedModule):
 
     def losses(self, x, y, index):
         total, values = super().losses(x, y, index)
-        self.steps.append((total.item(), values[-2].item()))
+        self.steps.append((total.item(), values["#correct"].item()))
         return total, values
 
 
@@ -195,7 +195,7 @@ def test_the_captured_step_normalises_training_batches_itself(tmp_path):
         dtypes.seen = set()
         datamodule = data()
         fit(module, datamodule, tmp_path, callbacks=[dtypes], limit_train_batches=2, speed={"capture_step": capture})
-        assert dtypes.seen == {dtype} and not datamodule.defer_train_transform  # handed back after the fit
+        assert dtypes.seen == {dtype} and not module.prepare_in_step  # handed back after the fit
 
 
 class SaveWeights(L.Callback):
@@ -206,7 +206,7 @@ class SaveWeights(L.Callback):
 
     def on_train_end(self, trainer, module):
         weights = [p.detach().clone() for p in module.net.parameters()]
-        torch.save((weights, module.cache is not None), self.directory / f"rank{trainer.global_rank}.pt")
+        torch.save((weights, isinstance(module.teacher, CachedTeacher)), self.directory / f"rank{trainer.global_rank}.pt")
 
 
 def test_under_ddp_the_fast_step_keeps_the_ranks_in_sync_without_a_teacher_cache(tmp_path):

@@ -419,7 +419,8 @@ def test_new_experiment_composes_and_trains_a_step_with_a_finite_loss(name, make
 
     module = instantiate(cfg.distill, net=instantiate(cfg.model), optimizer=instantiate(cfg.optimizer))
     x, y = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(16) % 10
-    total, values = module.losses(x, y, torch.arange(16))[:2]  # values: [total, term_1, ...] (then any extras)
+    total, values = module.losses(x, y, torch.arange(16))[:2]  # values: {"loss", <term>..., "#correct", "#count"}
+    values = torch.stack([v.float() for v in values.values()])
     assert torch.isfinite(values).all() and (values >= 0).all()
     total.backward()
     trainable = [p for p in module.terms.parameters()]  # adapters (FSP) must get gradients too

@@ -65,8 +65,3 @@ class DataFreeDataModule(ClassificationDataModule):
 
     def val_dataloader(self):
         return self._loader("test")
-
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if self.trainer is not None and self.trainer.training:
-            return batch  # placeholders: nothing to normalise
-        return super().on_after_batch_transfer(batch, dataloader_idx)

@@ -35,10 +35,10 @@ class ClassificationDataModule(L.LightningDataModule):
     """Train/val/test splits of an image-classification source, batches of ``(x, y, index)``.
 
     The validation set is a seeded random ``val_size`` images of the official training set; the test set
-    is the official one. Images stay uint8 until the batch is on the training device, where
-    :meth:`prepare_images` normalises (and augments training batches), or, with ``defer_train_transform``
-    set (by the fast path, whose captured step calls it), training batches are handed over as loaded. ``resident=True`` keeps each split
-    on the training device and slices batches there (:class:`ResidentBatches`) instead of a DataLoader.
+    is the official one. Batches are handed over as loaded (images uint8); :attr:`transform` is the public
+    :class:`BatchTransform` (normalisation, and augmentation of training batches) that the training module applies
+    where it decides: on the device, after the transfer, or inside its captured step. ``resident=True`` keeps each
+    split on the training device and slices batches there (:class:`ResidentBatches`) instead of a DataLoader.
     """
 
     def __init__(
@@ -69,7 +69,6 @@ class ClassificationDataModule(L.LightningDataModule):
         # mean/std null: computed from the training split in setup (kd_lightning.data.custom.channel_stats)
         self.transform = BatchTransform(mean, std, *self._transform_args) if mean is not None and std is not None else None
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.defer_train_transform = False  # True: the consumer calls prepare_images on training batches itself
 
     def prepare_data(self) -> None:
         prepare = getattr(self.source, "prepare", None)
@@ -164,16 +163,3 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def test_dataloader(self):
         return self._loader("test")
-
-    def prepare_images(self, images: torch.Tensor, train: bool) -> torch.Tensor:
-        """A uint8 batch on the training device → the network's input: :class:`BatchTransform`, then the cast
-        Lightning's precision (bf16-true) gives batches, which it could not while they were uint8."""
-        images = self.transform(images, train=train)
-        return self.trainer.precision_plugin.convert_input(images) if self.trainer is not None else images
-
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        images, labels, index = batch
-        training = self.trainer is not None and self.trainer.training
-        if training and self.defer_train_transform:
-            return batch  # the training step calls prepare_images (inside its CUDA graph)
-        return self.prepare_images(images, train=training), labels, index

@@ -10,6 +10,7 @@ from kd_lightning.distill.response import DIST, DKD, StandardizedKD
 from kd_lightning.distill.self_distillation import ExitHead, TfKDVirtualTeacher
 from kd_lightning.distill.taps import FeatureTaps, Outputs
 from kd_lightning.distill.teacher import load_teacher
+from kd_lightning.distill.teachers import CachedTeacher, EnsembleTeacher, FrozenTeacher, Teacher
 from kd_lightning.distill.terms import (
     CosineFeature,
     CrossEntropy,
@@ -21,6 +22,10 @@ from kd_lightning.distill.terms import (
 )
 
 __all__ = [
+    "CachedTeacher",
+    "EnsembleTeacher",
+    "FrozenTeacher",
+    "Teacher",
     "DAFLGeneratorLoss",
     "CRD",
     "TeacherEnsemble",

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kd_lightning.distill.feature import full_precision
+from kd_lightning.distill.shared import full_precision
 from kd_lightning.distill.taps import Outputs
 from kd_lightning.distill.terms import FeatureTerm
 from kd_lightning.errors import ConfigError, FeatureShapeError

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kd_lightning.distill.feature import flat_pair, full_precision, pool_to_common_size
+from kd_lightning.distill.shared import flat_pair, full_precision, pool_to_common_size
 from kd_lightning.distill.taps import Outputs
 from kd_lightning.distill.terms import FeatureTerm, LossTerm
 from kd_lightning.errors import ConfigError, FeatureShapeError

@@ -37,7 +37,12 @@ class FeatureTaps:
                 raise LayerNotFoundError(
                     f"{role} {type(net).__name__} has no module {path!r}; its module paths are: {available}"
                 )
-            modules[path].register_forward_hook(self._hook(path))
+        self.handles = [modules[path].register_forward_hook(self._hook(path)) for path in self.paths]
+
+    def remove(self) -> None:
+        """Removes the hooks from ``net`` (these taps record nothing afterwards)."""
+        for handle in self.handles:
+            handle.remove()
 
     def _hook(self, path: str):
         def record(module, inputs, output):

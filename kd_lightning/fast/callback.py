@@ -4,12 +4,17 @@
 with a one-line warning, what it cannot make exact.
 
 The scheme contract (``kd_lightning.modules.SupervisedModule`` and its subclasses keep it):
-- ``losses(x, y, index) -> (total, values)``: one batch's weighted loss and a detached vector of logged values;
-- ``record(values)``: adds ``values`` to the scheme's on-device meter, in place;
+- ``losses(x, y, index) -> (total, values)``: one batch's weighted loss and a dict of named, detached scalars
+  (``loss``, the terms, ``#``-counts), the same names in the same order every step;
+- ``record(values)``: adds ``values`` to the scheme's on-device meter (one vector, key order fixed by the first
+  step, :class:`kd_lightning.modules.meter.StepMeter`), in place;
 - ``end_step(last)``: the host-side bookkeeping after a step (writes the meter every N steps);
 - ``step_key()``: which captured graph fits the scheme's current state (FitNets' stage, the teacher cache's
   phase); a new key gets its own graph;
 - ``networks()``: the networks it runs (for memory format, compilation and the bias-gradient kernel);
+- optionally ``prepare_images(x, train)`` and ``prepare_in_step`` (bool attribute): the scheme prepares batches
+  (normalisation, augmentation) in its ``on_after_batch_transfer``; with ``prepare_in_step`` set here it hands training
+  batches over as loaded and the captured step calls ``prepare_images`` (inside the graph);
 - optionally ``teacher_cache`` (bool attribute): set when ``speed.teacher_cache`` is on.
 
 Graph-safety contract of a loss term (what may run inside ``losses`` on the captured path):
@@ -93,7 +98,7 @@ class CapturedTraining:
     def __init__(self, module: L.LightningModule, trainer: L.Trainer, enabled: bool):
         self.module, self.trainer, self.enabled = module, trainer, enabled
         self.steps: dict[str, CapturedStep] = {}
-        self.prepare = getattr(trainer.datamodule, "prepare_images", None)
+        self.prepare = getattr(module, "prepare_images", None)
         self.terms_at_capture: Hashable = None
 
     def _step_function(self):
@@ -180,7 +185,7 @@ class FastPath(L.Callback):
         pl_module.automatic_optimization = False
         pl_module.training_step = training_step  # an instance attribute: the class's own step stays untouched
         if runner.prepare is not None:
-            trainer.datamodule.defer_train_transform = True  # the step prepares batches (inside the graph)
+            pl_module.prepare_in_step = True  # the step prepares training batches (inside the graph)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for net in getattr(pl_module, "networks", lambda: [pl_module])():
@@ -226,11 +231,11 @@ class FastPath(L.Callback):
         # the module keeps manual optimisation and the installed step (Lightning reads global_step from the manual
         # loop's counter after the fit too); a later fit through FastPath installs a fresh step
         if stage == "fit" and self.runner is not None and self.runner.prepare is not None:
-            trainer.datamodule.defer_train_transform = False
+            pl_module.prepare_in_step = False
 
     def _uninstall(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.__dict__.pop("training_step", None)
         pl_module.automatic_optimization = True
         if self.runner.prepare is not None:
-            trainer.datamodule.defer_train_transform = False
+            pl_module.prepare_in_step = False
         self.runner = None

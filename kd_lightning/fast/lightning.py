@@ -1,5 +1,6 @@
-"""Every use of Lightning internals by the fast path, in one place; ``tests/test_speed.py`` fails if a Lightning
-release changes what they rely on (step counting under manual optimisation, signature lookups, hook labels)."""
+"""Every use of Lightning internals by kd_lightning, in one place; ``tests/test_lightning_internals.py`` fails if a
+Lightning release changes what they rely on (step counting under manual optimisation, signature lookups, hook labels,
+DDP arguments, the logging step, the generators' states). Everything else uses Lightning's public API."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import inspect
 from collections.abc import Callable
 
 import lightning.pytorch as L
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
+
+collect_rng_states, set_rng_states = _collect_rng_states, _set_rng_states  # every generator, CUDA's included
 
 
 def count_optimizer_step(module: L.LightningModule) -> None:
@@ -53,3 +57,21 @@ class CheapHookLabels:
             self.__dict__[name] = value
         else:
             super().__setattr__(name, value)
+
+
+def ddp_finds_unused_parameters(strategy) -> bool:
+    """Whether a DDP ``strategy`` looks for parameters without gradients (``find_unused_parameters``). Lightning
+    keeps the DDP arguments in the private ``_ddp_kwargs``; a strategy without them is not DDP (True: nothing to
+    refuse)."""
+    kwargs = getattr(strategy, "_ddp_kwargs", None)
+    return kwargs is None or bool(kwargs.get("find_unused_parameters"))
+
+
+def logging_step(trainer: L.Trainer) -> int:
+    """The step Lightning's own logging writes metrics at (batches that stepped, not ``global_step``)."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
+def logs_this_step(trainer: L.Trainer) -> bool:
+    """Whether Lightning writes logs at this batch (every ``log_every_n_steps``)."""
+    return trainer._logger_connector.should_update_logs

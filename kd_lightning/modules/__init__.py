@@ -2,19 +2,13 @@
 
 from kd_lightning.modules.data_free import DataFreeDistillationModule
 from kd_lightning.modules.distillation import DistillationModule
-from kd_lightning.modules.fitnets import FitNetsModule
-from kd_lightning.modules.multi_teacher import MultiTeacherDistillationModule
 from kd_lightning.modules.mutual import MutualLearningModule
-from kd_lightning.modules.quantization import QuantizationAwareTraining
 from kd_lightning.modules.self_distillation import SelfDistillationModule
 from kd_lightning.modules.supervised import SupervisedModule
 
 __all__ = [
     "DataFreeDistillationModule",
-    "QuantizationAwareTraining",
     "DistillationModule",
-    "FitNetsModule",
-    "MultiTeacherDistillationModule",
     "SupervisedModule",
     "MutualLearningModule",
     "SelfDistillationModule",

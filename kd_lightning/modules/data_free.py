@@ -27,17 +27,19 @@ from torch import nn
 from kd_lightning.distill import LossTerm, Outputs
 from kd_lightning.distill.data_free import DAFLGeneratorLoss
 from kd_lightning.errors import ConfigError
-from kd_lightning.modules.distillation import DistillationModule
+from kd_lightning.distill.teachers import Teacher
+from kd_lightning.modules.supervised import SupervisedModule, WithTeacher
+from kd_lightning.modules.meter import accuracy_counts
 from kd_lightning.fast import stored_signature
 
 log = logging.getLogger(__name__)
 
 
-class DataFreeDistillationModule(DistillationModule):
+class DataFreeDistillationModule(WithTeacher, SupervisedModule):
     """DAFL: trains ``generator`` against the frozen ``teacher`` and ``net`` (the student) on generated images.
 
-    The teacher is held exactly as in :class:`DistillationModule` (frozen, eval mode, not a registered
-    submodule); the generator is a registered submodule (it is in the checkpoint) with its own optimizer
+    The teacher is a :class:`~kd_lightning.distill.teachers.Teacher` (frozen, eval mode, not a registered
+    submodule; never cached: every image is new); the generator is a registered submodule (it is in the checkpoint) with its own optimizer
     (``generator_optimizer``, a partial like ``optimizer``); ``scheduler`` applies to the student's.
     Optimization is manual: per step one generator update, then ``student_steps`` student updates on the
     same images (cheap: the student is small, generating is not). ``activation_layer`` is the teacher's
@@ -51,7 +53,7 @@ class DataFreeDistillationModule(DistillationModule):
     def __init__(
         self,
         net: nn.Module,
-        teacher: nn.Module | None,
+        teacher: Teacher | nn.Module | None,
         terms: Mapping[str, LossTerm],
         generator: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
@@ -72,22 +74,24 @@ class DataFreeDistillationModule(DistillationModule):
         indexed = [name for name, term in terms.items() if term.uses_index]
         if indexed:
             raise ConfigError(f"terms {indexed} need training-sample indices, which data-free distillation has none of")
+        if teacher is None:
+            raise ConfigError("data-free distillation needs a teacher: choose one with teacher=<name> (see conf/teacher/)")
+        super().__init__(net, optimizer, terms, scheduler, num_classes, teacher=teacher)
         # the teacher's taps: the terms' layers plus DAFL's pre-classifier features
-        super().__init__(
-            net, teacher, terms, optimizer, scheduler, num_classes, extra_teacher_layers=[activation_layer]
-        )
+        self.teacher.attach([activation_layer, *(p for t in terms.values() for p in t.teacher_layers)], terms.values())
         self.automatic_optimization = False
         self.generator = generator
         self.generator_loss = generator_loss if generator_loss is not None else DAFLGeneratorLoss()
         self.generator_optimizer_factory = generator_optimizer
         self.batch_size, self.activation_layer, self.student_steps = batch_size, activation_layer, student_steps
-        self.metric_names += ["train/gen_loss", *(f"train/gen_{name}" for name in self.generator_loss.names)]
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.trainer.training:
+            return batch  # step-count placeholders: the step generates its images
+        return super().on_after_batch_transfer(batch, dataloader_idx)
 
     def networks(self) -> list[nn.Module]:
-        return [self.net, self.teacher, self.generator]
-
-    def _cache_unavailable_reason(self) -> str | None:
-        return "data-free distillation generates every training image anew: there is nothing to cache"
+        return [*super().networks(), self.generator]
 
     def generate(self, n: int) -> torch.Tensor:
         """``n`` images from the generator (in whatever mode it is)."""
@@ -100,7 +104,7 @@ class DataFreeDistillationModule(DistillationModule):
 
         # 1. the generator, on the teacher's response to its images (the teacher's weights stay frozen)
         images = self.generate(self.batch_size)
-        teacher = self.teacher_taps(images)
+        teacher = self.teacher(images)  # gradients reach the images, not the teacher's frozen weights
         generator_total, generator_parts = self.generator_loss(
             teacher.logits, teacher.features[self.activation_layer], images
         )
@@ -119,8 +123,9 @@ class DataFreeDistillationModule(DistillationModule):
             self.manual_backward(total)
             student_optimizer.step()
 
-        logged = self.step_values([total, *values, generator_total, *generator_parts], student.logits, pseudo_labels)
-        self.record(logged)
+        generator_values = {f"gen_{name}": part.detach() for name, part in zip(self.generator_loss.names, generator_parts)}
+        self.record({"loss": total.detach(), **values, "gen_loss": generator_total.detach(), **generator_values,
+                     **accuracy_counts(student.logits, pseudo_labels)})
         self.end_step(last=batch_idx + 1 >= self.trainer.num_training_batches)
 
     def configure_optimizers(self):

@@ -11,6 +11,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from kd_lightning.errors import ConfigError
+from kd_lightning.modules.meter import accuracy_counts
 from kd_lightning.modules.supervised import SupervisedModule
 
 
@@ -48,7 +49,7 @@ class MutualLearningModule(SupervisedModule):
     before the step. (Gradient clipping by a global norm would couple the members; none is configured.)
 
     Logs ``train/loss`` (the summed losses), ``train/ce_<k>`` and ``train/kl_<k>`` per member through the
-    values vector (no per-step host syncs), ``train/acc`` for member 0 and ``train/acc_<k>`` for the peers
+    meter (no per-step host syncs), ``train/acc`` for member 0 and ``train/acc_<k>`` for the peers
     per epoch. ``val/acc``, ``val/loss``, ``test/acc`` and ``test/loss`` are member 0's (``self.net``, what the
     checkpoint callback monitors); the peers add ``val/acc_<k>`` and ``test/acc_<k>``. The checkpoint holds
     every member (``net.*``, ``peers.<k-1>.*``); ``load_teacher`` on it takes member 0.
@@ -74,7 +75,6 @@ class MutualLearningModule(SupervisedModule):
         self.peers = nn.ModuleList(peers)
         self.temperature, self.kl_weight, self.ce_weight = temperature, kl_weight, ce_weight
         self.cohort_size = 1 + len(peers)
-        self.metric_names = ["train/loss", *(f"train/{t}_{k}" for k in range(self.cohort_size) for t in ("ce", "kl"))]
         accuracy = functools.partial(MulticlassAccuracy, num_classes, average="micro", validate_args=False)
         self.val_peer_acc = nn.ModuleList(accuracy() for _ in peers)
         self.test_peer_acc = nn.ModuleList(accuracy() for _ in peers)
@@ -85,22 +85,18 @@ class MutualLearningModule(SupervisedModule):
     def networks(self) -> list[nn.Module]:
         return self.members()
 
-    def losses(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(summed loss, detached [total, ce_0, kl_0, ..., ce_K-1, kl_K-1, correct_1..K-1, correct_0, count])``."""
+    def losses(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """``(summed loss, {"loss", "ce_<k>", "kl_<k>" per member, "#correct", "#count", "#correct_<k>" per peer})``."""
         logits = [member(x) for member in self.members()]
         ce, kl = mutual_learning_losses(logits, y, self.temperature)
         total = sum(self.ce_weight * c + self.kl_weight * d for c, d in zip(ce, kl))
-        terms = [v for pair in zip(ce, kl) for v in pair]
-        peers_correct = [(z.detach().argmax(1) == y).sum() for z in logits[1:]]
-        return total, self.step_values([total, *terms], logits[0], y, extra_counts=peers_correct)
-
-    def on_train_epoch_end(self) -> None:
-        if self._epoch_sum is not None:
-            count = self._epoch_sum[-1]
-            peer_correct = self._epoch_sum[len(self.metric_names) : -2]
-            for k, correct in enumerate(peer_correct, start=1):
-                self.log(f"train/acc_{k}", correct / count)
-        super().on_train_epoch_end()
+        values = {"loss": total.detach()}
+        for k, (c, d) in enumerate(zip(ce, kl)):
+            values.update({f"ce_{k}": c.detach(), f"kl_{k}": d.detach()})
+        values.update(accuracy_counts(logits[0], y))
+        for k, z in enumerate(logits[1:], start=1):
+            values.update(accuracy_counts(z, y, suffix=f"_{k}"))
+        return total, values
 
     def _evaluate_peers(self, batch, metrics: nn.ModuleList, stage: str) -> None:
         x, y, _ = batch

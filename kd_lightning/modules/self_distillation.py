@@ -11,6 +11,7 @@ from torch import nn
 from kd_lightning.distill import FeatureTaps, soft_target_kl
 from kd_lightning.distill.self_distillation import ExitHead
 from kd_lightning.errors import ConfigError
+from kd_lightning.modules.meter import accuracy_counts
 from kd_lightning.modules.supervised import SupervisedModule
 
 
@@ -100,9 +101,6 @@ class SelfDistillationModule(SupervisedModule):
                     f"exit {path!r} gives per-sample shape {tuple(shape)}; an exit needs a C×H×W map or a flat feature"
                 )
         self.heads = nn.ModuleList(heads)
-        per_exit = ("ce", "kd", "hint") if self.feature_layer else ("ce", "kd")
-        names = [f"train/{t}_{i}" for i in range(1, len(exits) + 1) for t in per_exit]
-        self.metric_names = ["train/loss", "train/ce", *names]
 
     def _dry_run_shapes(self, net: nn.Module, input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
         """Per-sample output shapes of the tapped layers for a zero batch (eval mode: BatchNorm stats untouched)."""
@@ -125,23 +123,23 @@ class SelfDistillationModule(SupervisedModule):
     def networks(self) -> list[nn.Module]:
         return [self.net, *self.heads]
 
-    def losses(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(loss, detached [total, ce, ce_1, kd_1, (hint_1), ..., correct, count])`` for one batch."""
+    def losses(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """``(loss, {"loss", "ce", "ce_<i>", "kd_<i>", ("hint_<i>"), ..., "#correct", "#count"} detached)``."""
         outputs = self.student_taps(x)
         logits = outputs.logits
         teacher = logits.detach()
         ce = F.cross_entropy(logits, y)
         total = (1 - self.alpha) * ce
-        values = [ce]
+        values = {"ce": ce.detach()}
         deepest = _flat(outputs.features[self.feature_layer]).detach().float() if self.feature_layer else None
-        for path, head in zip(self.exits, self.heads):
+        for i, (path, head) in enumerate(zip(self.exits, self.heads), start=1):
             exit_logits, feature = head(outputs.features[path])
             exit_ce = F.cross_entropy(exit_logits, y)
             kd = soft_target_kl(exit_logits, teacher, self.temperature)
             total = total + (1 - self.alpha) * exit_ce + self.alpha * kd
-            values += [exit_ce, kd]
+            values.update({f"ce_{i}": exit_ce.detach(), f"kd_{i}": kd.detach()})
             if deepest is not None:
                 hint = F.mse_loss(feature.float(), deepest)
                 total = total + self.feature_weight * hint
-                values.append(hint)
-        return total, self.step_values([total, *values], logits, y)
+                values[f"hint_{i}"] = hint.detach()
+        return total, {"loss": total.detach(), **values, **accuracy_counts(logits, y)}

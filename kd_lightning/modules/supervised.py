@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping
 
 import lightning.pytorch as L
 import torch
@@ -15,8 +14,12 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from kd_lightning.distill import CrossEntropy, FeatureTaps, LossTerm, Outputs
-from kd_lightning.errors import ConfigError, NonFiniteLossError
+from kd_lightning.distill.teachers import Teacher, as_teacher
+from kd_lightning.errors import ConfigError
 from kd_lightning.fast import CheapHookLabels, stored_signature
+from kd_lightning.fast.lightning import ddp_finds_unused_parameters
+from kd_lightning.modules.meter import StepMeter, accuracy_counts
+from kd_lightning.modules.stages import Stage, Stages
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +27,20 @@ log = logging.getLogger(__name__)
 class SupervisedModule(CheapHookLabels, L.LightningModule):
     """Trains ``net`` on a weighted sum of loss terms that need no teacher (by default plain cross-entropy).
 
-    Each step yields one device vector ``[loss, term_1, ..., correct, count]``; it is summed on the device
-    (:meth:`record`, inside the captured graph on the fast path) and written to the loggers every
-    ``trainer.log_every_n_steps`` steps (one sync per window) as ``train/loss`` and ``train/<term>``, and
-    per epoch as ``train/acc``. A non-finite loss stops training
-    with :class:`NonFiniteLossError` before the next checkpoint.
+    Each step returns its total and named values (``loss``, each term, ``#correct``, ``#count``); a
+    :class:`~kd_lightning.modules.meter.StepMeter` sums them on the device (:meth:`record`, inside the captured
+    graph on the fast path) and writes them to the loggers every ``trainer.log_every_n_steps`` steps (one sync per
+    window) as ``train/loss`` and ``train/<term>``, and per epoch as ``train/acc``. A non-finite loss stops
+    training with :class:`NonFiniteLossError` before the next checkpoint.
+
+    ``teacher`` (optional: a :class:`~kd_lightning.distill.teachers.Teacher`, or a network, which becomes a frozen
+    one) gives the terms that read a teacher its outputs; ``stages`` (``distill.stages``) say which terms each epoch
+    optimises (:mod:`kd_lightning.modules.stages`). The whole step reads top to bottom in :meth:`training_step`,
+    :meth:`losses` and :meth:`weighted_terms`.
     """
 
-    has_teacher = False
     loss_explosion_factor = float("inf")  # set by kd_lightning.runs.LossExplosionGuard (conf/callbacks)
+    prepare_in_step = False  # set by the fast path, whose captured step prepares training batches itself
 
     def __init__(
         self,
@@ -41,38 +49,69 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
         terms: Mapping[str, LossTerm] | None = None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler | dict] | None = None,
         num_classes: int = 10,
+        teacher: Teacher | nn.Module | None = None,
+        stages: Mapping[str, Mapping] | None = None,
     ):
         super().__init__()
         terms = dict(terms) if terms else {"ce": CrossEntropy()}
+        self._teacher = as_teacher(teacher)  # schemes that distil expose it as `teacher` (WithTeacher)
         needing_teacher = [name for name, term in terms.items() if term.uses_teacher]
-        if needing_teacher and not self.has_teacher:
+        if needing_teacher and self._teacher is None:
             raise ConfigError(
                 f"loss terms {needing_teacher} need a teacher, which {type(self).__name__} has none of: "
                 f"use a distillation scheme (e.g. distill=kd teacher=<name>)"
             )
         self.net = net
         self.terms = nn.ModuleDict(terms)
+        self.stages = Stages(stages, terms)
         self.student_taps = FeatureTaps(net, [p for t in terms.values() for p in t.student_layers], "student")
+        if self._teacher is not None:
+            self._teacher.attach([p for t in terms.values() for p in t.teacher_layers], terms.values())
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        self.metric_names = ["train/loss", *(f"train/{name}" for name in terms)]
-        self._window_sum: torch.Tensor | None = None  # the steps' logged vectors summed since the last write
-        self._window_steps = 0
-        self._epoch_sum: torch.Tensor | None = None
+        self.meter = StepMeter()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
     def networks(self) -> list[nn.Module]:
         """The networks this scheme runs (for memory format and compilation)."""
-        return [self.net]
+        return [self.net, *(self._teacher.networks() if self._teacher is not None else [])]
 
     def on_fit_start(self) -> None:
-        self._window_sum, self._window_steps, self._epoch_sum = None, 0, None
-        self._first_window: dict[str, float] | None = None
+        if self._teacher is not None:
+            self._teacher.to(device=self.device, dtype=next(self.net.parameters()).dtype)
+        self.meter.reset()
         self._allocate_per_sample_state()
+        self._trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+        if self.trainer.world_size > 1 and self.stages.leave_parameters_unused and not ddp_finds_unused_parameters(
+            self.trainer.strategy
+        ):
+            raise ConfigError(
+                f"the stages {[s.name for s in self.stages.stages]} leave parameters without gradients (those only "
+                f"a term outside the stage reaches), which DDP refuses: use trainer.strategy=ddp_find_unused_parameters_true"
+            )
+
+    @property
+    def stage(self) -> Stage:
+        """The stage of the current epoch (:mod:`kd_lightning.modules.stages`)."""
+        return self.stages.at(self.current_epoch)
+
+    def on_train_epoch_start(self) -> None:
+        stage = self.stage
+        if any(s.train is not None for s in self.stages.stages):
+            for name, parameter in self.named_parameters():
+                parameter.requires_grad_(name in self._trainable and stage.trains(name))
+        if self.stages.starting(self.current_epoch) is None or len(self.stages) == 1:
+            return
+        if stage.reset_optimizer and stage.start > 0:
+            for optimizer in self.trainer.optimizers:
+                optimizer.state.clear()  # fresh moments for this stage (re-created lazily by the next step)
+        log.info("Stage %r (from epoch %d): optimising %s%s.", stage.name, stage.start,
+                 list(stage.terms) if stage.terms is not None else "every term",
+                 "; optimizer state reset" if stage.reset_optimizer and stage.start > 0 else "")
 
     def _allocate_per_sample_state(self) -> None:
         terms = [term for term in self.terms.values() if term.uses_index and hasattr(term, "allocate")]
@@ -92,31 +131,29 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
             else:
                 term.allocate(num_samples, self.device)
 
-    def teacher_outputs(self, x: torch.Tensor, index: torch.Tensor) -> Outputs | None:
-        return None
-
     def step_key(self) -> str:
         """Which captured graph fits the current state (a scheme whose step changes what it computes overrides
         it: the fast path captures one graph per key)."""
-        return "train"
+        key = self._teacher.phase if self._teacher is not None else "train"
+        return key if len(self.stages) == 1 else f"{key}, stage {self.stage.name}"
 
-    def losses(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(weighted total, detached [total, term_1, ..., correct, count])`` for one batch."""
+    def losses(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """``(weighted total, {"loss", <term>..., "#correct", "#count"} detached)`` for one batch."""
         student = self.student_taps(x)
-        teacher = self.teacher_outputs(x, index)
-        total, values = self.weighted_terms(student, teacher, y, index)
-        return total, self.step_values([total, *values], student.logits, y)
+        teacher = self._teacher.outputs(x, index) if self._teacher is not None else None
+        total, values = self.weighted_terms(student, teacher, y, index, active=self.stage.terms)
+        return total, {"loss": total.detach(), **values, **accuracy_counts(student.logits, y)}
 
     def weighted_terms(
         self, student: Outputs, teacher: Outputs | None, target: torch.Tensor, index: torch.Tensor | None,
         active: Collection[str] | None = None,
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``(Σ weight · value over the active terms, every term's unweighted value)``.
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(Σ weight · value over the active terms, {name: every term's unweighted value, detached})``.
 
         Terms outside ``active`` (default: every term is active) are computed under ``no_grad``, for the log
         only; a term with ``uses_index`` also gets the batch's sample indices.
         """
-        total, values = None, []
+        total, values = None, {}
         for name, term in self.terms.items():
             is_active = active is None or name in active
             with torch.set_grad_enabled(is_active and torch.is_grad_enabled()):
@@ -124,19 +161,8 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
                 value = term(student, teacher, target, **kwargs)
             if is_active:
                 total = term.weight * value if total is None else total + term.weight * value
-            values.append(value)
+            values[name] = value.detach()
         return total, values
-
-    @staticmethod
-    def step_values(
-        losses: list[torch.Tensor], logits: torch.Tensor, target: torch.Tensor,
-        extra_counts: Sequence[torch.Tensor] = (),
-    ) -> torch.Tensor:
-        """A step's logged vector: ``losses`` (total first, then the metric_names' terms), ``extra_counts``,
-        correct, count."""
-        correct = (logits.detach().argmax(1) == target).sum()
-        count = torch.full_like(correct, target.shape[0])
-        return torch.cat([torch.stack(losses).detach().float(), torch.stack([*extra_counts, correct, count]).float()])
 
     @stored_signature
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -146,40 +172,46 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
         self.end_step(last=batch_idx + 1 >= self.trainer.num_training_batches)
         return loss
 
-    def record(self, values: torch.Tensor) -> None:
-        """Adds a step's logged vector to the window's sum, in place (it may run inside a captured graph)."""
-        if self._window_sum is None:
-            self._window_sum = torch.zeros_like(values)
-        self._window_sum.add_(values)
+    def record(self, values: Mapping[str, torch.Tensor]) -> None:
+        """Adds a step's named values to the meter, in place (it may run inside a captured graph)."""
+        self.meter.add(values)
 
     def end_step(self, last: bool) -> None:
         """Ends a step; every ``log_every_n_steps`` steps, and at an epoch's end, writes the window's means."""
-        self._window_steps += 1
-        if last or self._window_steps >= self.trainer.log_every_n_steps:
-            window = self._window_sum
-            self._epoch_sum = window.clone() if self._epoch_sum is None else self._epoch_sum.add_(window)
-            means = (window[: len(self.metric_names)] / self._window_steps).tolist()
-            window.zero_()
-            self._window_steps = 0
-            metrics = dict(zip(self.metric_names, means))
-            first = self._first_window = getattr(self, "_first_window", None) or metrics
-            scale = self.loss_explosion_factor * max(abs(next(iter(first.values()))), 1e-12)  # the first total
-            bad = {name: value for name, value in metrics.items()
-                   if not math.isfinite(value) or abs(value) > max(scale, self.loss_explosion_factor * abs(first[name]))}
-            if bad:
-                raise NonFiniteLossError(
-                    f"loss {bad} at step {self.global_step} (epoch {self.current_epoch}) is NaN/inf or over "
-                    f"{self.loss_explosion_factor:g} x its first value {({n: first[n] for n in bad})}: training stopped; checkpoints "
-                    f"written so far are intact. Lower optimizer.lr or the weight of the term that diverged."
-                )
-            for logger in self.loggers:
-                logger.log_metrics(metrics, step=self.global_step)
+        metrics = self.meter.end_step(last, self.trainer.log_every_n_steps)
+        if metrics is None:
+            return
+        where = f"step {self.global_step} (epoch {self.current_epoch})"
+        self.meter.check(metrics, self.loss_explosion_factor, where)
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self.global_step)
 
     def on_train_epoch_end(self) -> None:
-        if self._epoch_sum is not None:
-            correct, count = self._epoch_sum[-2:]
-            self.log("train/acc", correct / count)
-            self._epoch_sum = None
+        sums = self.meter.epoch_sums()
+        if sums:
+            self.log_accuracies(sums)
+
+    def log_accuracies(self, sums: dict[str, torch.Tensor]) -> None:
+        """``train/acc`` (and ``train/acc<suffix>`` for each ``#correct<suffix>``) from the epoch's counts."""
+        for name, correct in sums.items():
+            if name.startswith("#correct"):
+                self.log("train/acc" + name.removeprefix("#correct"), correct / sums["#count"])
+
+    def prepare_images(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        """A batch on the training device → the network's input: the datamodule's public ``transform`` (normalise;
+        augment when ``train``), then the cast Lightning's precision (bf16-true) gives batches, which it could not
+        while they were uint8."""
+        transform = getattr(self.trainer.datamodule, "transform", None)
+        images = transform(images, train=train) if transform is not None else images
+        return self.trainer.precision_plugin.convert_input(images)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Where batches are prepared is this module's decision: here, or inside the captured step (fast path)."""
+        images, labels, index = batch
+        training = self.trainer.training
+        if training and self.prepare_in_step:
+            return batch
+        return self.prepare_images(images, train=training), labels, index
 
     def _evaluate(self, batch, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy, stage: str) -> None:
         x, y, _ = batch
@@ -206,6 +238,19 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
             kwargs["total_epochs"] = self.trainer.max_epochs
         scheduler = self.scheduler_factory(**kwargs)  # a scheduler, or Lightning's dict with its interval
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+class WithTeacher:
+    """Mixin for a scheme that distils: its :class:`~kd_lightning.distill.teachers.Teacher` as ``teacher`` (a
+    supervised run, and a student loaded for export, have no such attribute)."""
+
+    @property
+    def teacher(self) -> Teacher:
+        return self._teacher
+
+    @teacher.setter
+    def teacher(self, value: Teacher) -> None:
+        self._teacher = value
 
 
 def _wants(factory: Callable, name: str) -> bool:

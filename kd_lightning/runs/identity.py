@@ -103,7 +103,12 @@ def _collect(node, prefix: str, excludes: Sequence[str]):
 def identity(cfg: DictConfig) -> dict:
     """Everything in ``cfg`` that can change the run's result (see the module docstring)."""
     excludes = list(cfg.get("identity_exclude") or [])
-    excludes += ["hydra", "identity_exclude", "teacher", "distill.teacher", "distill.teachers"]
+    # the teacher's networks are identified by the teacher's own identity (below); an ensemble's weights and
+    # temperature (distill.teacher.weights, .temperature) change the result and stay in
+    excludes += ["hydra", "identity_exclude", "teacher", "distill.teacher.teachers", "distill.teachers"]
+    distill = cfg.get("distill")
+    if isinstance(distill, DictConfig) and "teacher" in distill and OmegaConf.is_interpolation(distill, "teacher"):
+        excludes.append("distill.teacher")
     content = json.loads(json.dumps(_collect(cfg, "", excludes), default=str))
     source = cfg.get("data", {}).get("source") if cfg.get("data") else None
     if source is not None and "path" in source:

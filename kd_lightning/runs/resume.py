@@ -4,7 +4,7 @@ generators and the position in the epoch's data order saved with them.
 A run interrupted at any checkpoint and resumed ends with the weights an uninterrupted run has: Lightning restores
 weights, optimizer, scheduler, loop counters, buffers (CRD memory banks, DKD's warm-up counter) and, through
 :class:`ResumableLoader`'s ``state_dict``, how far into the epoch the data order had got; :class:`RNGState` restores
-the generators (dropout, CRD's negatives, augmentation); FitNets' stage follows from the restored epoch; the
+the generators (dropout, CRD's negatives, augmentation); the training stage (distill.stages) follows from the restored epoch; the
 teacher cache comes back from the checkpoint (``DistillationModule.on_save_checkpoint``).
 """
 
@@ -18,11 +18,11 @@ from pathlib import Path
 import lightning.pytorch as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, Sampler
 
 from kd_lightning.errors import NonFiniteLossError
+from kd_lightning.fast.lightning import collect_rng_states, set_rng_states
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -90,7 +90,7 @@ class RNGState(L.Callback):
         self._loaded: dict | None = None
 
     def state_dict(self) -> dict:
-        states = _collect_rng_states(include_cuda=torch.cuda.is_available())
+        states = collect_rng_states(include_cuda=torch.cuda.is_available())
         kind, keys, pos, has_gauss, cached = states["numpy"]
         # NumPy's state as a tensor: checkpoints stay loadable with torch.load(weights_only=True) (teachers are)
         states["numpy"] = (kind, torch.from_numpy(keys.astype("int64")), pos, has_gauss, cached)
@@ -107,7 +107,7 @@ class RNGState(L.Callback):
             states = dict(self._loaded)
             if not torch.cuda.is_available():
                 states.pop("torch.cuda", None)
-            _set_rng_states(states)
+            set_rng_states(states)
             self._loaded = None
 
 

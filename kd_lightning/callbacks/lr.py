@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import lightning.pytorch as L
 
+from kd_lightning.fast.lightning import logging_step, logs_this_step
+
 
 class LearningRate(L.Callback):
     """Logs the optimizer's learning rate as ``train/lr`` (more param groups or optimizers: ``train/lr_<i>``).
@@ -25,7 +27,7 @@ class LearningRate(L.Callback):
         return {f"{self.name}_{i}": float(g["lr"]) for i, g in enumerate(groups)}
 
     def _log(self, trainer: L.Trainer) -> None:
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the step Lightning's own logging uses
+        step = logging_step(trainer)  # the step Lightning's own logging uses
         for logger in trainer.loggers:
             logger.log_metrics(self._rates(trainer), step=step)
 
@@ -34,5 +36,5 @@ class LearningRate(L.Callback):
             self._log(trainer)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        if self.logging_interval == "step" and trainer.loggers and trainer._logger_connector.should_update_logs:
+        if self.logging_interval == "step" and trainer.loggers and logs_this_step(trainer):
             self._log(trainer)
