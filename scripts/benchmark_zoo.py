@@ -138,7 +138,7 @@ class HandLoop:
         self.images, self.labels, self.batch = images, labels, settings.batch
         self.student, self.teacher = _networks(phase, settings, channels_last=True)
         self.optimizer = torch.optim.SGD(self.student.parameters(), lr=LR, momentum=MOMENTUM,
-                                         weight_decay=WEIGHT_DECAY, fused=settings.cuda)
+                                         weight_decay=WEIGHT_DECAY, fused=True)
         self.mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1) * 255
         self.inv_std = 1 / (torch.tensor(STD, device=self.device).view(1, 3, 1, 1) * 255)
         self.columns = torch.arange(32, device=self.device)
