@@ -12,7 +12,8 @@ a live teacher forward for ResNet-20←ResNet-56, WRN-16-2←WRN-40-2, ResNet-8x
   step captured in one CUDA graph (``torch.cuda.graph``), batch 128;
 - ``repdistiller``: :func:`repdistiller_loop`, RepDistiller's ``train_vanilla`` / ``train_distill`` pipeline:
   torchvision RandomCrop(32, 4) + RandomHorizontalFlip + ToTensor + Normalize on PIL images in a DataLoader (8
-  workers, pinned memory), batch 64, fp32, plain SGD, its ``DistillKL`` and a ``loss.item()`` every step.
+  workers, pinned memory), batch 64, fp32, plain SGD, cuDNN autotuning, its ``DistillKL`` and a ``loss.item()``
+  every step.
 
 Every loop trains on the same random uint8 CIFAR-sized images (speed does not depend on pixel values). On the CPU
 (``--device cpu``) the same code runs eagerly, without graphs (bf16 autocast on the CPU for ours and hand): a dry
@@ -21,6 +22,7 @@ run that checks the plumbing with tiny sizes, not a measurement.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import tempfile
@@ -88,7 +90,7 @@ class Settings:
     train_images: int = 50000
     val_images: int = 1000       # ours holds these out (data.val_size); the other loops train on the rest too
     num_classes: int = 100
-    cudnn_benchmark: bool = False  # torch.backends.cudnn.benchmark for hand and repdistiller; trainer.benchmark for ours
+    cudnn_benchmark: bool = False  # torch.backends.cudnn.benchmark for hand, trainer.benchmark for ours (RepDistiller: on)
     ours_overrides: tuple[str, ...] = ()
 
     @property
@@ -253,8 +255,9 @@ def repdistiller_loader(arrays: dict, settings: Settings) -> DataLoader:
 
 
 def repdistiller_loop(phase: Phase, loader: DataLoader, settings: Settings) -> dict:
-    """RepDistiller's ``train_vanilla`` / ``train_distill`` step: fp32, SGD, the loss read every step."""
-    torch.backends.cudnn.benchmark = settings.cudnn_benchmark
+    """RepDistiller's ``train_vanilla`` / ``train_distill`` step: fp32, SGD, the loss read every step, cuDNN
+    autotuning on (its train_teacher.py / train_student.py set ``cudnn.benchmark = True``)."""
+    torch.backends.cudnn.benchmark = True
     student, teacher = _networks(phase, settings, channels_last=False)
     optimizer = torch.optim.SGD(student.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     warmup = 10 if settings.cuda else 1
@@ -370,6 +373,7 @@ def run(phases: list[str], loops: list[str], settings: Settings, out_dir: Path) 
         phase, results[name] = PHASES[name], {}
         for loop in loops:
             print(f"== {name}: {loop}", flush=True)
+            gc.collect()  # the previous loop's networks, graphs and Lightning objects (reference cycles) go first
             if settings.cuda:
                 torch.cuda.empty_cache()
             if loop == "ours":
