@@ -193,7 +193,7 @@ def main() -> None:
     zoo.add_argument("--workers", type=int, help="RepDistiller's DataLoader workers (default 8; 0 on cpu)")
     zoo.add_argument("--train-images", type=int, help="random training images (default 50000; 96 on cpu)")
     zoo.add_argument("--cudnn-benchmark", action="store_true",
-                     help="cuDNN autotuning on in ours (trainer.benchmark=true) and hand; RepDistiller's loop always has it")
+                     help="cuDNN autotuning for ours too (trainer.benchmark=true); hand and RepDistiller's loop always autotune")
     zoo.add_argument("--ours-override", nargs="*", default=[], help="extra overrides for ours, e.g. speed.capture_step=false")
     parser.add_argument("--epochs", type=int, help="epochs per phase (default: 10 on cuda as in the tutorial, 1 on cpu)")
     parser.add_argument("--data", type=Path, help="a Keras-style .npz of real data instead of random images")

@@ -6,10 +6,11 @@ a live teacher forward for ResNet-20←ResNet-56, WRN-16-2←WRN-40-2, ResNet-8x
 
 - ``ours``: ``kd_lightning.train.train`` (what ``python -m kd_lightning.train`` runs) with ``speed=fast`` (bf16,
   GPU-resident uint8 data, GPU crop + flip, channels_last, fused SGD, the step as one CUDA graph), batch 128; the
-  steady rate is :class:`~kd_lightning.report.EpochThroughput`'s (median epoch after the first);
+  steady rate is :class:`~kd_lightning.report.EpochThroughput`'s (median epoch after the first). The fast profile
+  leaves cuDNN autotuning off (``trainer.benchmark: false``); ``--cudnn-benchmark`` turns it on for ours;
 - ``hand``: :class:`HandLoop`, plain PyTorch written for speed: the same data on the GPU as uint8, crop 4 + flip as
-  one gather, bf16 autocast, channels_last, fused SGD (momentum 0.9, weight decay 5e-4), forward + loss + backward +
-  step captured in one CUDA graph (``torch.cuda.graph``), batch 128;
+  one gather, bf16 autocast, channels_last, cuDNN autotuning, fused SGD (momentum 0.9, weight decay 5e-4), forward +
+  loss + backward + step captured in one CUDA graph (``torch.cuda.graph``), batch 128;
 - ``repdistiller``: :func:`repdistiller_loop`, RepDistiller's ``train_vanilla`` / ``train_distill`` pipeline:
   torchvision RandomCrop(32, 4) + RandomHorizontalFlip + ToTensor + Normalize on PIL images in a DataLoader (8
   workers, pinned memory), batch 64, fp32, plain SGD, cuDNN autotuning, its ``DistillKL`` and a ``loss.item()``
@@ -90,7 +91,7 @@ class Settings:
     train_images: int = 50000
     val_images: int = 1000       # ours holds these out (data.val_size); the other loops train on the rest too
     num_classes: int = 100
-    cudnn_benchmark: bool = False  # torch.backends.cudnn.benchmark for hand, trainer.benchmark for ours (RepDistiller: on)
+    cudnn_benchmark: bool = False  # ours' trainer.benchmark (cuDNN autotuning); hand and RepDistiller always autotune
     ours_overrides: tuple[str, ...] = ()
 
     @property
@@ -209,7 +210,7 @@ class HandLoop:
 
 
 def measure_hand(phase: Phase, arrays: dict, settings: Settings) -> dict:
-    torch.backends.cudnn.benchmark = settings.cudnn_benchmark
+    torch.backends.cudnn.benchmark = True  # a performance engineer's first line (RepDistiller's scripts set it too)
     images = torch.from_numpy(arrays["x_train"]).permute(0, 3, 1, 2).contiguous().to(settings.device)
     labels = torch.from_numpy(arrays["y_train"]).long().to(settings.device)
     generator = torch.Generator(device=settings.device).manual_seed(0)
