@@ -111,3 +111,25 @@ def test_a_loss_that_explodes_stops_the_run_naming_term_and_step(tmp_path):
                           "trainer.limit_train_batches=8"))
     summary = json.loads(next((tmp_path / "mnist_ce").iterdir()).joinpath("summary.json").read_text())
     assert summary["status"] == "running"  # train() raised; kd_lightning.train's main() records "failed"
+
+
+@pytest.mark.parametrize("where", [(2, 0), (0, 3)], ids=["cache_complete", "cache_filling"])
+def test_a_resumed_run_reads_the_teacher_cache_it_saved(tmp_path, interrupt_at, teacher_state, where):
+    """The cache is stored in bf16; refilling it after a resume (a live fp32 epoch) trained another model. A full
+    cache is written once beside the checkpoints, one still filling (inside epoch 0) inside the checkpoint."""
+    from hydra.utils import instantiate
+
+    run = ["+experiment=mnist_kd", "speed=fast", "trainer.precision=32", "trainer.max_epochs=3",
+           "data.source.num_train=448", "data.val_size=64", "data.batch_size=64", "trainer.limit_train_batches=1.0",
+           "callbacks.timed_checkpoint.minutes=1e-9"]
+    teacher = teacher_state(instantiate(compose_run(tmp_path, *run).teacher.net))
+    run.append(f"teacher.checkpoint={teacher}")
+    uninterrupted = train(compose_run(tmp_path / "u", *run))
+    interrupt_at(*where)
+    with pytest.raises(SystemExit):
+        train(compose_run(tmp_path / "i", *run))
+    folder = next((tmp_path / "i" / "mnist_kd_fast").iterdir())
+    assert (folder / "checkpoints" / "teacher_cache.pt").is_file() == (where[0] > 0)
+    resumed = train(compose_run(tmp_path / "i", *run))
+    assert resumed["resumed_from"].endswith("last.ckpt")
+    assert_same_run(resumed, uninterrupted)

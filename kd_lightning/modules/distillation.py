@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -46,6 +47,7 @@ class DistillationModule(SupervisedModule):
         self.teacher_taps = FeatureTaps(teacher, layers, "teacher")
         self.cache: TeacherCache | None = None
         self.teacher_cache = False  # set by the fast path (speed.teacher_cache) before fitting starts
+        self._restored_cache: tuple[dict, Path] | None = None  # a resumed checkpoint's cache, used at fit start
 
     def networks(self) -> list[nn.Module]:
         return [self.net, self.teacher]
@@ -60,6 +62,29 @@ class DistillationModule(SupervisedModule):
                 log.warning("speed.teacher_cache is off: %s. The teacher runs live.", reason)
             else:
                 self.cache = TeacherCache(self.trainer.datamodule.num_train_samples, self.device)
+                if self._restored_cache is not None:
+                    self._restore_cache(*self._restored_cache)
+        self._restored_cache = None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        callback = self.trainer.checkpoint_callback
+        if self.cache is not None and callback is not None and callback.dirpath is not None:
+            checkpoint["teacher_cache"] = self.cache.checkpoint_entry(Path(callback.dirpath))
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        # Lightning restores the checkpoint before on_fit_start, which builds the cache: keep it until then
+        entry = checkpoint.get("teacher_cache")
+        self._restored_cache = (entry, Path(self.trainer.ckpt_path).parent) if entry and self.trainer.ckpt_path else None
+
+    def _restore_cache(self, entry: dict, folder: Path) -> None:
+        try:
+            self.cache.restore(entry, folder)
+        except (FileNotFoundError, ValueError) as error:
+            log.warning("The resumed checkpoint's teacher cache cannot be used (%s): the teacher runs live until the "
+                        "cache is full again, so this run's teacher targets may differ from an uninterrupted run's "
+                        "in their last bits.", error)
 
     def _cache_unavailable_reason(self) -> str | None:
         if getattr(self.trainer.datamodule, "augments", False):

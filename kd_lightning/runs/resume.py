@@ -4,12 +4,14 @@ generators and the position in the epoch's data order saved with them.
 A run interrupted at any checkpoint and resumed ends with the weights an uninterrupted run has: Lightning restores
 weights, optimizer, scheduler, loop counters, buffers (CRD memory banks, DKD's warm-up counter) and, through
 :class:`ResumableLoader`'s ``state_dict``, how far into the epoch the data order had got; :class:`RNGState` restores
-the generators (dropout, CRD's negatives, augmentation); FitNets' stage follows from the restored epoch.
+the generators (dropout, CRD's negatives, augmentation); FitNets' stage follows from the restored epoch; the
+teacher cache comes back from the checkpoint (``DistillationModule.on_save_checkpoint``).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -63,6 +65,21 @@ class TimedLastCheckpoint(ModelCheckpoint):
     def __init__(self, dirpath: str, minutes: float, filename: str = "last"):
         super().__init__(dirpath=dirpath, filename=filename, monitor=None, save_top_k=1,
                          train_time_interval=timedelta(minutes=minutes), enable_version_counter=False)
+        self.interval_s = minutes * 60
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if pl_module.automatic_optimization:
+            return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        # Lightning 2.6's manual-optimisation branch honours every_n_train_steps only, never train_time_interval,
+        # and the fast path optimises manually: the interval is checked here, and the file written through the
+        # Trainer's public save_checkpoint (atomic, with every callback's state)
+        if trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        now = time.monotonic()
+        self._last_time_checked = self._last_time_checked or now
+        if trainer.strategy.broadcast(now - self._last_time_checked >= self.interval_s):
+            self._last_time_checked = now
+            trainer.save_checkpoint(Path(self.dirpath) / f"{self.filename}{self.FILE_EXTENSION}")
 
 
 class RNGState(L.Callback):
