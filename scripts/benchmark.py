@@ -1,5 +1,8 @@
 """Training speed of kd_lightning against a plain-PyTorch loop written in the tutorials' style, in one process.
 
+``--mode zoo``: the CIFAR zoo instead (scripts/benchmark_zoo.py): ResNet/WRN teachers and students and three KD
+pairs, ours against a hand-written CUDA-graph loop and RepDistiller's loop, side by side.
+
 GPU (default): the PyTorch KD tutorial's CIFAR-10 table (teacher, CE, KD, cosine and regressor students) with
 the tutorial's own pipeline (CIFAR10-format dataset with ToTensor/Normalize, DataLoader batch 128 with 2
 workers, fp32, eager), then with kd_lightning's default config, then with its fast config (``speed=fast``).
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,9 +33,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from kd_lightning.models import MLP, DeepNN, LightNN
-from kd_lightning.report.throughput import median_after_first
-from kd_lightning.train import train
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's kd_lightning, installed or not
+from kd_lightning.models import MLP, DeepNN, LightNN  # noqa: E402
+from kd_lightning.report.throughput import median_after_first  # noqa: E402
+from kd_lightning.train import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SETUPS = {
@@ -173,11 +178,29 @@ def synthetic_arrays(dataset: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=["tutorial", "zoo"], default="tutorial",
+                        help="tutorial: the KD tutorial's table against its own loop; zoo: the CIFAR zoo's phases, ours "
+                             "against a hand-written CUDA-graph loop and RepDistiller's loop (scripts/benchmark_zoo.py)")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu")
+    zoo = parser.add_argument_group("zoo mode")
+    zoo.add_argument("--phases", nargs="+", help="zoo phases (default: all): resnet56 resnet20 wrn_40_2 wrn_16_2 "
+                     "resnet32x4 resnet8x4 kd_resnet56_resnet20 kd_wrn40_2_wrn16_2 kd_resnet32x4_resnet8x4")
+    zoo.add_argument("--loops", nargs="+", default=["ours", "hand", "repdistiller"], help="which loops to measure")
+    zoo.add_argument("--seconds", type=float, help="timed seconds per loop and phase after warm-up (default 8 on "
+                     "cuda: the whole zoo mode in about 6 minutes on an H200; 0.5 on cpu)")
+    zoo.add_argument("--batch", type=int, help="batch of ours and hand (default 128; 8 on cpu)")
+    zoo.add_argument("--repdistiller-batch", type=int, help="RepDistiller's batch (default 64; 8 on cpu)")
+    zoo.add_argument("--workers", type=int, help="RepDistiller's DataLoader workers (default 8; 0 on cpu)")
+    zoo.add_argument("--train-images", type=int, help="random training images (default 50000; 96 on cpu)")
+    zoo.add_argument("--cudnn-benchmark", action="store_true",
+                     help="cuDNN autotuning for ours too (trainer.benchmark=true); hand and RepDistiller's loop always autotune")
+    zoo.add_argument("--ours-override", nargs="*", default=[], help="extra overrides for ours, e.g. speed.capture_step=false")
     parser.add_argument("--epochs", type=int, help="epochs per phase (default: 10 on cuda as in the tutorial, 1 on cpu)")
     parser.add_argument("--data", type=Path, help="a Keras-style .npz of real data instead of random images")
     parser.add_argument("--configs", nargs="+", help="which of reference and our configs to run (default: all)")
     args = parser.parse_args()
+    if args.mode == "zoo":
+        return zoo_main(args)
     device, setup = torch.device(args.device), SETUPS[args.device]
     epochs = args.epochs or (10 if args.device == "cuda" else 1)
     work = Path(tempfile.mkdtemp(prefix="kd_benchmark_"))
@@ -207,6 +230,20 @@ def main() -> None:
     path.write_text(json.dumps({"results": results, **report}, indent=2))
     print(json.dumps(report, indent=2))
     print(f"written to {path}")
+
+
+def zoo_main(args) -> None:
+    from benchmark_zoo import PHASES, Settings, run  # this script's folder is on sys.path
+
+    cpu = args.device == "cpu"
+    settings = Settings(
+        device=torch.device(args.device), seconds=args.seconds or (0.5 if cpu else 8.0),
+        batch=args.batch or (8 if cpu else 128), repdistiller_batch=args.repdistiller_batch or (8 if cpu else 64),
+        workers=args.workers if args.workers is not None else (0 if cpu else 8),
+        train_images=args.train_images or (96 if cpu else 50000), val_images=32 if cpu else 1000,
+        cudnn_benchmark=args.cudnn_benchmark, ours_overrides=tuple(args.ours_override),
+    )
+    run(args.phases or list(PHASES), args.loops, settings, ROOT / "outputs" / "benchmark")
 
 
 def summarise(results: dict, table_images: int) -> dict:

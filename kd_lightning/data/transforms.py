@@ -10,15 +10,25 @@ import torch.nn.functional as F
 from kd_lightning.errors import ConfigError
 
 
-def random_crop(images: torch.Tensor, padding: int) -> torch.Tensor:
-    """Zero-pad by ``padding`` and cut a random HxW window per image (torchvision's RandomCrop(padding=p))."""
+def random_crop(images: torch.Tensor, padding: int, hflip: bool = False) -> torch.Tensor:
+    """Zero-pad by ``padding`` and cut a random HxW window per image (torchvision's RandomCrop(padding=p)); with
+    ``hflip``, then mirror each window left-right with probability 1/2 (RandomHorizontalFlip).
+
+    One gather does both: a mirrored window is the same window read with its column index reversed, so the flip costs
+    no pass over the batch. The random draws are those of :func:`random_crop` without flip followed by
+    :func:`random_hflip` (row offsets, column offsets, then the flips), so the result is the same, bit for bit.
+    """
     n, _, h, w = images.shape
     device = images.device
     padded = F.pad(images, (padding, padding, padding, padding)).permute(0, 2, 3, 1)  # N, H+2p, W+2p, C
     dy = torch.randint(0, 2 * padding + 1, (n, 1, 1), device=device)
     dx = torch.randint(0, 2 * padding + 1, (n, 1, 1), device=device)
+    columns = torch.arange(w, device=device).view(1, 1, w)
+    if hflip:
+        flip = torch.rand(n, device=device) < 0.5
+        columns = torch.where(flip.view(n, 1, 1), (w - 1) - columns, columns)
     rows = dy + torch.arange(h, device=device).view(1, h, 1)
-    cols = dx + torch.arange(w, device=device).view(1, 1, w)
+    cols = dx + columns
     return padded[torch.arange(n, device=device).view(n, 1, 1), rows, cols].permute(0, 3, 1, 2)
 
 
@@ -63,8 +73,8 @@ class BatchTransform:
                 f"(mean={self.mean.tolist()}); set data.mean/data.std for this dataset"
             )
         if train and self.crop_padding > 0:
-            images = random_crop(images, self.crop_padding)
-        if train and self.hflip:
+            images = random_crop(images, self.crop_padding, hflip=self.hflip)  # crop and flip in one gather
+        elif train and self.hflip:
             images = random_hflip(images)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         scale, shift = self._scale_shift(images.device)

@@ -28,17 +28,27 @@ class SummaryTable(Callback):
         self.job_dirs: list[Path] = []
         self.folder: Path | None = None
         self.stem = ""
+        self.started = 0.0
 
     def on_multirun_start(self, config, **kwargs) -> None:
         self.folder = Path(config.paths.log_dir) / "tables"
         self.stem = time.strftime("%Y-%m-%d_%H-%M-%S")
         self.job_dirs = []
+        self.started = time.perf_counter()
 
     def _write(self, plots: bool) -> list[Path]:
         summaries = read_summaries(p for p in self.job_dirs if p.is_file())
         if not summaries:
             return []
         return write_report(summaries, self.folder, self.stem, self.metric, self.baseline, plots=plots)
+
+    def wall_time_line(self) -> str:
+        """The sweep's wall time against its jobs' training times added up (what running them one by one costs at
+        least; compare a ``hydra/launcher=gpu_shared`` sweep with the same sweep under the default launcher)."""
+        summaries = read_summaries(p for p in self.job_dirs if p.is_file())
+        trained = [s["train_time_s"] for s in summaries if isinstance(s.get("train_time_s"), (int, float))]
+        return (f"Sweep wall time: {time.perf_counter() - self.started:.1f} s for {len(self.job_dirs)} jobs; their "
+                f"recorded training times add up to {sum(trained):.1f} s")
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         if self.folder is None:  # a single run: its summary.json is the result
@@ -54,6 +64,7 @@ class SummaryTable(Callback):
         except Exception as err:  # a figure must not turn a finished sweep into a failed one
             log.warning("Could not draw the sweep's figures: %s", err)
             written = [self.folder / f"{self.stem}.md"]
+        log.info("%s", self.wall_time_line())
         if written and written[0].is_file():
             log.info("Runs in %s/ (TensorBoard: tensorboard --logdir %s). Results table: %s\n%s\nAlso: %s",
                      config.paths.log_dir, config.paths.log_dir, written[0], written[0].read_text(),

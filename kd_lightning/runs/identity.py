@@ -193,6 +193,10 @@ def _resolve_run_folder(*, _root_: DictConfig) -> str:
 
 
 def register_resolvers() -> None:
-    """``${kd_run_folder:}``: the run's folder (absolute or relative like ``paths.log_dir``)."""
+    """``${kd_run_folder:}``: the run's folder (absolute or relative like ``paths.log_dir``); ``${kd_scale:...}``: a
+    recipe's milestones at another length (:mod:`kd_lightning.recipe`)."""
+    from kd_lightning.recipe import register_resolver
+
     if not OmegaConf.has_resolver("kd_run_folder"):
         OmegaConf.register_new_resolver("kd_run_folder", _resolve_run_folder)
+    register_resolver()

@@ -53,10 +53,12 @@ class TeacherRun:
 
 
 def _member_seeds(teacher: DictConfig, seed: int) -> dict[str, int]:
-    """Member name → seed (``load_teachers``' members: name → seed offset, modulo ``num_seeds``)."""
+    """Member name → seed (``load_teachers``' members: name → seed offset, modulo ``num_seeds``); a single teacher
+    has the student's seed unless ``teacher.run.seed`` fixes it."""
     members = teacher.get("members")
     if not members:
-        return {"teacher": int(seed)}
+        fixed = (teacher.get("run") or {}).get("seed")  # teacher.run.seed: one teacher for every student seed
+        return {"teacher": int(seed if fixed is None else fixed)}
     num_seeds = teacher.get("num_seeds")
     return {str(name): (int(seed) + int(offset)) % num_seeds if num_seeds else int(seed) + int(offset)
             for name, offset in members.items()}

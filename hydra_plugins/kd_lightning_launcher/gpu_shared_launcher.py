@@ -1,0 +1,32 @@
+"""``hydra/launcher=gpu_shared``: several jobs of a multirun at once on one GPU, teachers before their students.
+
+A thin Hydra plugin (Hydra instantiates launchers only from the ``hydra_plugins`` namespace, and imports every
+module there at start-up, so this one imports nothing heavy): the work is in :mod:`kd_lightning.runs.shared`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.plugins.launcher import Launcher
+
+
+class SharedGPULauncher(Launcher):
+    """Hydra's joblib launcher (loky processes, ``n_jobs`` at a time) run in waves: a job whose teacher is another
+    job of the sweep starts only after that job's wave has finished. The sweep's table is kept by the process
+    that started the sweep, as with Hydra's basic launcher."""
+
+    def __init__(self, n_jobs: int = 3, **joblib: Any) -> None:
+        from kd_lightning.runs.shared import require_joblib_launcher
+
+        require_joblib_launcher()
+        self.n_jobs, self.joblib = n_jobs, joblib
+        self.config = self.task_function = self.hydra_context = None
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+
+    def launch(self, job_overrides, initial_job_idx: int):
+        from kd_lightning.runs.shared import launch_in_waves
+
+        return launch_in_waves(self, job_overrides, initial_job_idx)

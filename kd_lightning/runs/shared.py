@@ -1,0 +1,118 @@
+"""Several jobs of a multirun at once on one GPU (``hydra/launcher=gpu_shared``), teachers before their students.
+
+Small students leave a large GPU mostly idle: with the hand-written loop of ``scripts/benchmark.py --mode zoo``, 2-4
+processes of ResNet-20←ResNet-56 KD on one H200 raised the aggregate rate from 34.9k to 44.7k img/s. Hydra's
+joblib launcher (hydra-joblib-launcher, loky processes) runs the jobs; on top of it this module
+
+- orders them in waves: a job whose teacher run (found by identity, :mod:`kd_lightning.runs.teachers`) is another
+  job of the same launch runs in a later wave than that job, so a student never looks for a teacher still training
+  (jobs of one wave run ``n_jobs`` at a time; a failed teacher fails its students in one line, as in a plain sweep);
+- keeps the sweep's table (:class:`~kd_lightning.report.SummaryTable`) in the process that started the sweep: the
+  workers get Hydra's callbacks without it, and each finished job is reported to it there. Joblib alone would run
+  the table callback inside each worker, each writing a table of its own jobs over the others'.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
+from hydra.types import HydraContext
+from omegaconf import DictConfig
+
+from kd_lightning.errors import KDError
+
+log = logging.getLogger(__name__)
+
+INSTALL = "pip install 'kd_lightning[shared]'  (or: pip install hydra-joblib-launcher)"
+
+
+def require_joblib_launcher() -> None:
+    """Raises :class:`KDError` naming the pip command when hydra-joblib-launcher is missing."""
+    try:
+        import joblib  # noqa: F401
+        from hydra_plugins.hydra_joblib_launcher import _core  # noqa: F401
+    except ImportError as err:
+        raise KDError(f"hydra/launcher=gpu_shared runs the jobs with Hydra's joblib launcher, which is not installed "
+                      f"({err}): {INSTALL}") from None
+
+
+def job_waves(own: Sequence[Path | None], teachers: Sequence[Sequence[Path]]) -> list[list[int]]:
+    """Job indices in waves: job ``i`` (run folder ``own[i]``, teacher folders ``teachers[i]``) goes one wave after
+    the latest wave of the jobs that train its teachers; jobs keep their order inside a wave."""
+    producer = {str(folder): i for i, folder in enumerate(own) if folder is not None}
+    wave: dict[int, int] = {}
+
+    def level(i: int, seen: frozenset = frozenset()) -> int:
+        if i not in wave:
+            parents = [producer[str(t)] for t in teachers[i] if str(t) in producer and producer[str(t)] != i]
+            wave[i] = 1 + max((level(p, seen | {i}) for p in parents if p not in seen), default=-1)
+        return wave[i]
+
+    for i in range(len(own)):
+        level(i)
+    return [[i for i in range(len(own)) if wave[i] == w] for w in range(max(wave.values(), default=-1) + 1)]
+
+
+def _job_folders(launcher, overrides: Sequence[str]) -> tuple[Path | None, list[Path]]:
+    """The run folder a job trains into and its teachers' run folders (None, [] if its config cannot be composed or
+    checked here: the job itself then reports why, in the first wave)."""
+    from kd_lightning.runs.identity import run_folder
+    from kd_lightning.runs.teachers import teacher_runs
+
+    saved = HydraConfig.instance().cfg
+    try:
+        cfg: DictConfig = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+        HydraConfig.instance().set_config(cfg)  # ${hydra:...} interpolations resolve as in the job
+        return run_folder(cfg)[0].resolve(), [run.folder.resolve() for run in teacher_runs(cfg)]
+    except Exception as err:  # noqa: BLE001 - the job's own run names the error
+        log.debug("gpu_shared: cannot order job %s (%s); it runs in the first wave", overrides, err)
+        return None, []
+    finally:
+        HydraConfig.instance().cfg = saved
+
+
+def _split_callbacks(context: HydraContext) -> tuple[HydraContext, list]:
+    """(the context the workers get: Hydra's callbacks without the sweep's table, the table callbacks)."""
+    from kd_lightning.report.hydra_callback import SummaryTable
+
+    tables = [c for c in context.callbacks.callbacks if isinstance(c, SummaryTable)]
+    callbacks = copy.copy(context.callbacks)
+    callbacks.callbacks = [c for c in context.callbacks.callbacks if not isinstance(c, SummaryTable)]
+    return HydraContext(config_loader=context.config_loader, callbacks=callbacks), tables
+
+
+def launch_in_waves(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    """What hydra-joblib-launcher's ``launch`` does (its ``execute_job`` in loky processes), wave by wave."""
+    from hydra_plugins.hydra_joblib_launcher._core import execute_job, process_joblib_cfg
+    from joblib import Parallel, delayed
+
+    setup_globals()
+    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+    Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    joblib_cfg = {**launcher.joblib, "n_jobs": launcher.n_jobs, "backend": "loky"}  # loky: Hydra's jobs need processes
+    process_joblib_cfg(joblib_cfg)
+    folders = [_job_folders(launcher, overrides) for overrides in job_overrides]
+    waves = job_waves([f[0] for f in folders], [f[1] for f in folders])
+    worker_context, tables = _split_callbacks(launcher.hydra_context)
+    singleton_state = Singleton.get_state()
+    returns: list[JobReturn | None] = [None] * len(job_overrides)
+    for number, wave in enumerate(waves, 1):
+        log.info("gpu_shared: wave %d of %d, %d jobs, %d at a time:\n%s", number, len(waves), len(wave),
+                 launcher.n_jobs, "\n".join(f"\t#{initial_job_idx + i} : {' '.join(filter_overrides(job_overrides[i]))}"
+                                            for i in wave))
+        results = Parallel(**joblib_cfg)(
+            delayed(execute_job)(initial_job_idx + i, job_overrides[i], worker_context, launcher.config,
+                                 launcher.task_function, singleton_state)
+            for i in wave
+        )
+        for i, result in zip(wave, results):
+            returns[i] = result
+            for table in tables:
+                table.on_job_end(config=launcher.config, job_return=result)
+    return returns

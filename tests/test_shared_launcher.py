@@ -1,0 +1,58 @@
+"""hydra/launcher=gpu_shared: jobs in teacher-first waves, several at once, one table kept by the sweep's process."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kd_lightning.errors import KDError
+from kd_lightning.runs import shared
+from kd_lightning.runs.shared import job_waves
+
+from conftest import ROOT
+
+
+def test_waves_put_each_job_after_the_jobs_that_train_its_teachers():
+    a, b, c, d, elsewhere = (Path(f"/runs/{n}") for n in "abcde")
+    # job 0 trains a; 1 distils from a; 2 from b (trained by job 3, listed later); 3 trains b from a; 4 from a run
+    # outside the sweep; 5 could not be composed (None): it runs first and reports its own error
+    own = [a, c, d, b, Path("/runs/f"), None]
+    teachers = [[], [a], [b], [a], [elsewhere], []]
+    assert job_waves(own, teachers) == [[0, 4, 5], [1, 3], [2]]
+    assert job_waves([a, b], [[], []]) == [[0, 1]]
+    assert job_waves([], []) == []
+
+
+def test_missing_joblib_launcher_names_the_pip_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "hydra_plugins.hydra_joblib_launcher", None)  # import fails as if not installed
+    with pytest.raises(KDError, match=r"pip install 'kd_lightning\[shared\]'.*pip install hydra-joblib-launcher"):
+        shared.require_joblib_launcher()
+    from hydra_plugins.kd_lightning_launcher.gpu_shared_launcher import SharedGPULauncher
+
+    with pytest.raises(KDError, match="hydra-joblib-launcher"):
+        SharedGPULauncher(n_jobs=2)
+
+
+def test_a_tiny_sweep_runs_two_jobs_at_once_teacher_first_and_writes_one_table(tmp_path):
+    """A real multirun in a subprocess (~30 s: the main process and two loky workers each import torch)."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install 'kd_lightning[shared]'")
+    command = [
+        sys.executable, "-m", "kd_lightning.train", "-m", "hydra/launcher=gpu_shared", "hydra.launcher.n_jobs=2",
+        "+experiment=mnist_teacher,mnist_ce,mnist_kd", "data/source=synthetic", "data.source.num_train=320",
+        "data.source.num_test=32", "data.val_size=32", "data.num_workers=0", "trainer=cpu", "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+        "callbacks.progress_bar.refresh_rate=0", "logger=csv", f"paths.log_dir={tmp_path}",
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    assert "wave 1 of 2, 2 jobs, 2 at a time" in log and "wave 2 of 2, 1 jobs" in log  # teacher + CE, then KD
+    summaries = sorted(tmp_path.glob("mnist_*/*/summary.json"))
+    assert [p.parent.parent.name for p in summaries] == ["mnist_ce", "mnist_kd", "mnist_teacher"]
+    assert all('"status": "done"' in p.read_text() for p in summaries)
+    tables = list((tmp_path / "tables").glob("*.md"))
+    assert len(tables) == 1, tables  # the workers wrote none of their own
+    rows = [line for line in tables[0].read_text().splitlines() if line.startswith("| mnist_")]
+    assert sorted(row.split(" | ")[0] for row in rows) == ["| mnist_ce", "| mnist_kd", "| mnist_teacher"]
+    assert "Sweep wall time:" in log and "for 3 jobs" in log
