@@ -8,7 +8,7 @@ import pytest
 
 from kd_lightning.errors import KDError
 from kd_lightning.runs import shared
-from kd_lightning.runs.shared import job_waves
+from kd_lightning.shared_gpu import job_waves
 
 from conftest import ROOT
 

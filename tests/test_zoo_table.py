@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from kd_lightning.errors import ConfigError
 from kd_lightning.recipe import scale_schedule
 from kd_lightning.runs.identity import run_folder
-from kd_lightning.runs.shared import job_waves
+from kd_lightning.shared_gpu import job_waves
 from kd_lightning.runs.teachers import teacher_runs
 from kd_lightning.train import _scheduler
 

@@ -1,7 +1,7 @@
 """``hydra/launcher=gpu_shared``: several jobs of a multirun at once on one GPU, teachers before their students.
 
 A thin Hydra plugin (Hydra instantiates launchers only from the ``hydra_plugins`` namespace, and imports every
-module there at start-up, so this one imports nothing heavy): the work is in :mod:`kd_lightning.runs.shared`.
+module there at start-up, so this one imports nothing heavy): the work is in :mod:`kd_lightning.shared_gpu`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ class SharedGPULauncher(Launcher):
     that started the sweep, as with Hydra's basic launcher."""
 
     def __init__(self, n_jobs: int = 3, **joblib: Any) -> None:
-        from kd_lightning.runs.shared import require_joblib_launcher
+        from kd_lightning.shared_gpu import require_joblib_launcher
 
         require_joblib_launcher()
         self.n_jobs, self.joblib = n_jobs, joblib
@@ -27,6 +27,6 @@ class SharedGPULauncher(Launcher):
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
     def launch(self, job_overrides, initial_job_idx: int):
-        from kd_lightning.runs.shared import launch_in_waves
+        from kd_lightning.shared_gpu import launch_in_waves
 
         return launch_in_waves(self, job_overrides, initial_job_idx)
