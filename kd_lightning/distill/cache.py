@@ -54,13 +54,14 @@ class TeacherCache:
     def lookup(self, index: torch.Tensor) -> Outputs:
         return Outputs(self.logits.index_select(0, index), {p: f.index_select(0, index) for p, f in self.features.items()})
 
-    def checkpoint_entry(self, folder: Path) -> dict | None:
-        """What a checkpoint written into ``folder`` records of the cache (writes the cache file once)."""
+    def checkpoint_entry(self, folder: Path, write: bool = True) -> dict | None:
+        """What a checkpoint written into ``folder`` records of the cache (writes the cache file once, if ``write``:
+        under DDP only rank 0 writes, as only its checkpoint is saved and every rank holds the same cache)."""
         if self.logits is None:
             return None
         if self.complete or self.refresh_complete():
             path = Path(folder) / self.FILE
-            if not path.is_file():
+            if write and not path.is_file():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 partial = path.with_name(path.name + ".part")
                 torch.save({"logits": self.logits.cpu(), "features": {k: v.cpu() for k, v in self.features.items()}},

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kd_lightning.distill.distributed import broadcast_from_first, gather_batches, mean_over_ranks, world_size
 from kd_lightning.distill.shared import full_precision
 from kd_lightning.distill.taps import Outputs
 from kd_lightning.distill.terms import FeatureTerm
@@ -64,9 +65,17 @@ class CRD(FeatureTerm):
 
     The banks are buffers (saved in checkpoints, so resuming continues them) of ``num_samples`` rows,
     created by :meth:`allocate` on the training device; the normaliser ``Z`` is set on the device (no host
-    sync), so the term can run inside a captured CUDA graph. Under DDP each process updates only its own
-    samples' rows. Defaults are the paper's: ``feat_dim`` 128, ``nce_k`` 16384, ``nce_t`` 0.07,
-    ``nce_mom`` 0.5 (and weight β = 0.8 next to CE).
+    sync), so the term can run inside a captured CUDA graph. Defaults are the paper's: ``feat_dim`` 128,
+    ``nce_k`` 16384, ``nce_t`` 0.07, ``nce_mom`` 0.5 (and weight β = 0.8 next to CE).
+
+    Under DDP the banks are one logical bank, a copy on every rank: :meth:`allocate` broadcasts rank 0's
+    initial rows, and each step every rank gathers all ranks' indices and embeddings
+    (:mod:`~kd_lightning.distill.distributed`) and applies the same update, so the copies stay identical and
+    every row is refreshed once per epoch, whichever rank's shard holds its sample. Each rank draws its
+    negatives for its own samples from the whole bank (its own random stream: valid, not identical across
+    ranks), and ``Z`` is the mean over the ranks of their first batches' ``mean · num_samples`` (equal batch
+    sizes: the mean over the whole first global batch). That is one device with a ``world_size`` times larger
+    batch, as the official code does not do under DDP (RepDistiller trains on one GPU).
     """
 
     uses_index = True
@@ -123,6 +132,8 @@ class CRD(FeatureTerm):
         self.memory_s = torch.rand(num_samples, self.feat_dim, device=device).mul_(2 * std).sub_(std)
         self.memory_t = torch.rand(num_samples, self.feat_dim, device=device).mul_(2 * std).sub_(std)
         self.normalizer = torch.full((2,), -1.0, device=device)
+        broadcast_from_first(self.memory_s)  # DDP: one bank, whatever each rank's random state
+        broadcast_from_first(self.memory_t)
 
     def _index_classes(self, num_samples: int, device: torch.device | str, labels: torch.Tensor | None) -> None:
         if labels is None or len(labels) != num_samples:
@@ -196,11 +207,14 @@ class CRD(FeatureTerm):
             contrast_index = torch.cat([index.view(-1, 1), negatives], dim=1)
             out_s = self.scores(self.memory_t, contrast_index, v_s)  # student anchors, teacher bank (official out_v1)
             out_t = self.scores(self.memory_s, contrast_index, v_t)  # teacher anchors, student bank (official out_v2)
-            unset = torch.stack([out_s.mean(), out_t.mean()]).detach() * n
+            unset = mean_over_ranks(torch.stack([out_s.mean(), out_t.mean()]).detach() * n)
             z = torch.where(self.normalizer < 0, unset, self.normalizer)
             loss = nce_loss(out_s / z[0], n) + nce_loss(out_t / z[1], n)
             with torch.no_grad():
                 self.normalizer.copy_(z)
+                if world_size() > 1:  # every rank's rows, the same update on every rank
+                    index = gather_batches(index)
+                    v_s, v_t = gather_batches(torch.cat([v_s, v_t], dim=1)).split([self.feat_dim] * 2, dim=1)
                 self.update(self.memory_s, index, v_s)
                 self.update(self.memory_t, index, v_t)
         return loss

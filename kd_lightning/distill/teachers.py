@@ -5,7 +5,8 @@
   (:class:`~kd_lightning.distill.ensemble.TeacherEnsemble`); a term reads one member's layer at
   ``<member name>.<layer>``.
 * :class:`CachedTeacher`: wraps either; stores the outputs per training-sample index during the first epoch and
-  looks them up afterwards (``speed.teacher_cache``, :class:`~kd_lightning.distill.cache.TeacherCache`).
+  looks them up afterwards (``speed.teacher_cache``, :class:`~kd_lightning.distill.cache.TeacherCache`); under DDP
+  one cache gathered from every rank.
 
 A teacher is deliberately not an ``nn.Module``: assigned to a LightningModule it is outside the optimizer, the
 student's checkpoint and Lightning's ``train()``/``eval()`` switching. The scheme tells it which layers its terms
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from kd_lightning.distill.cache import TeacherCache
+from kd_lightning.distill.distributed import gather_batches, world_size
 from kd_lightning.distill.ensemble import TeacherEnsemble, normalised_weights
 from kd_lightning.distill.taps import FeatureTaps, Outputs
 from kd_lightning.distill.terms import LossTerm
@@ -137,7 +139,14 @@ def terms_temperature(terms: Iterable[LossTerm]) -> float:
 
 class CachedTeacher(Teacher):
     """``inner``'s outputs, stored per training-sample index while the cache fills, then looked up: the
-    teacher no longer runs. Valid only while each sample's input is the same every epoch (no augmentation)."""
+    teacher no longer runs. Valid only while each sample's input is the same every epoch (no augmentation).
+
+    Under DDP every rank stores what every rank's teacher computed (the batch's indices and outputs gathered,
+    :func:`~kd_lightning.distill.distributed.gather_batches`), so the caches are identical, complete after one
+    epoch whatever shard each rank gets next, and the lookups are local; the outputs are cast to the cache's
+    dtype before the gather, which halves the traffic and changes nothing (:meth:`TeacherCache.store` casts
+    them anyway). On one process the gather is nothing at all.
+    """
 
     def __init__(self, inner: Teacher, num_samples: int, device: torch.device):
         self.inner = inner.live
@@ -162,7 +171,13 @@ class CachedTeacher(Teacher):
         if self.cache.complete:
             return self.cache.lookup(index)
         outputs = self.inner.outputs(x, index)
-        self.cache.store(index, outputs)
+        if world_size() > 1:
+            dtype = self.cache.dtype
+            self.cache.store(gather_batches(index), Outputs(
+                gather_batches(outputs.logits.to(dtype)),
+                {path: gather_batches(f.to(dtype)) for path, f in outputs.features.items()}))
+        else:
+            self.cache.store(index, outputs)
         return outputs
 
     def networks(self) -> list[nn.Module]:

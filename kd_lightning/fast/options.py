@@ -15,7 +15,7 @@ class SpeedOptions:
         single process, 32-bit or bf16 precision); falls back to the same step run eagerly elsewhere.
     teacher_cache: offline distillation keeps the teacher's logits and tapped features per training
         sample (filled during the first epoch) instead of running the teacher every step; turns itself
-        off when training batches are augmented, and under DDP.
+        off when training batches are augmented; under DDP the ranks fill one cache together (gathered).
     matmul_bias_grad: wide convolutions' bias gradients as a matrix-vector product (see
         :class:`MatmulBiasGradConv2d`).
     """

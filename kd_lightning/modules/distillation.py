@@ -31,8 +31,8 @@ class DistillationModule(WithTeacher, SupervisedModule):
     ``teacher`` is any :class:`~kd_lightning.distill.teachers.Teacher` (a plain network is a frozen single
     teacher; several are an :class:`~kd_lightning.distill.teachers.EnsembleTeacher`): this module only calls
     ``teacher.outputs(x, index)``. With ``teacher_cache`` (``speed.teacher_cache``) the teacher is wrapped in a
-    :class:`~kd_lightning.distill.teachers.CachedTeacher` when fitting starts, unless the batches are augmented or
-    the run is distributed.
+    :class:`~kd_lightning.distill.teachers.CachedTeacher` when fitting starts, unless the batches are augmented
+    (under DDP the ranks fill one cache together, gathered: complete after the first epoch, as on one device).
     """
 
     def __init__(
@@ -75,7 +75,8 @@ class DistillationModule(WithTeacher, SupervisedModule):
         super().on_save_checkpoint(checkpoint)
         callback = self.trainer.checkpoint_callback
         if isinstance(self.teacher, CachedTeacher) and callback is not None and callback.dirpath is not None:
-            checkpoint["teacher_cache"] = self.teacher.cache.checkpoint_entry(Path(callback.dirpath))
+            checkpoint["teacher_cache"] = self.teacher.cache.checkpoint_entry(
+                Path(callback.dirpath), write=self.trainer.is_global_zero)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
@@ -95,8 +96,6 @@ class DistillationModule(WithTeacher, SupervisedModule):
         if getattr(self.trainer.datamodule, "augments", False):
             return ("training batches are augmented, so a sample's input differs every epoch and cached teacher "
                     "outputs would belong to another view")
-        if self.trainer.world_size > 1:
-            return "under DDP each rank sees another random shard every epoch: its cache would take many epochs to fill"
         return None
 
     def on_train_epoch_end(self) -> None:

@@ -1,0 +1,46 @@
+"""Collectives for per-sample state that must be one logical copy under DDP (the teacher cache, CRD's banks).
+
+Terms and teachers are not LightningModules, so they cannot call ``LightningModule.all_gather``; these helpers use
+``torch.distributed`` directly (the process group Lightning's DDP strategy created) and do nothing in a single
+process, so the single-GPU step, and a CUDA graph captured from it, are unchanged (the check is host-side Python).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    """Processes in the default group (1 when not distributed)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_batches(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``tensor`` concatenated along dim 0 in rank order (the tensor itself in a single process).
+
+    Every rank must pass the same shape: the training loaders make it so (``ResidentBatches`` and Lightning's
+    ``DistributedSampler`` pad the shards to equal size, so every rank's n-th batch has the same length). No
+    gradient flows back through the gathered copies.
+    """
+    size = world_size()
+    if size == 1:
+        return tensor
+    tensor = tensor.detach().contiguous()  # NCCL/gloo want dense tensors (a channels_last map is copied)
+    parts = [torch.empty_like(tensor) for _ in range(size)]
+    dist.all_gather(parts, tensor)
+    return torch.cat(parts)
+
+
+def mean_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise mean of ``tensor`` over the ranks (the tensor itself in a single process)."""
+    size = world_size()
+    if size == 1:
+        return tensor
+    return gather_batches(tensor.unsqueeze(0)).mean(0)
+
+
+def broadcast_from_first(tensor: torch.Tensor) -> None:
+    """Overwrites ``tensor`` in place with rank 0's (nothing in a single process)."""
+    if world_size() > 1:
+        dist.broadcast(tensor, src=0)
