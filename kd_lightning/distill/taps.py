@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -45,11 +47,12 @@ class FeatureTaps:
             handle.remove()
 
     def _hook(self, path: str):
-        def record(module, inputs, output):
-            if self._recorded is not None:
-                self._recorded[path] = output
+        # a partial of a method, not a closure: the module stays picklable (trainer.strategy=ddp_spawn pickles it)
+        return functools.partial(self._record, path)
 
-        return record
+    def _record(self, path: str, module: nn.Module, inputs, output) -> None:
+        if self._recorded is not None:
+            self._recorded[path] = output
 
     def __call__(self, x: torch.Tensor) -> Outputs:
         self._recorded = {}
