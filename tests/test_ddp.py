@@ -7,6 +7,7 @@ import functools
 
 import lightning.pytorch as L
 import torch
+from conftest import compose_config
 from hydra.utils import instantiate
 from lightning.pytorch.plugins import TorchSyncBatchNorm
 
@@ -16,8 +17,6 @@ from kd_lightning.fast import FastPath
 from kd_lightning.models import DeepNN, LightNN
 from kd_lightning.models.registry import build
 from kd_lightning.modules import DistillationModule
-
-from conftest import compose_config
 
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
 BATCH = 16

@@ -198,31 +198,6 @@ def test_the_captured_step_normalises_training_batches_itself(tmp_path):
         assert dtypes.seen == {dtype} and not module.prepare_in_step  # handed back after the fit
 
 
-class SaveWeights(L.Callback):
-    """Each rank writes its student's weights, and whether it had a teacher cache, when training ends."""
-
-    def __init__(self, directory):
-        self.directory = directory
-
-    def on_train_end(self, trainer, module):
-        weights = [p.detach().clone() for p in module.net.parameters()]
-        torch.save((weights, isinstance(module.teacher, CachedTeacher)), self.directory / f"rank{trainer.global_rank}.pt")
-
-
-def test_under_ddp_the_fast_step_keeps_the_ranks_in_sync_without_a_teacher_cache(tmp_path):
-    speed = FastPath(capture_step=True, teacher_cache=True)  # DDP: the scheme's own step, the teacher live
-    module = DistillationModule(LightNN(), DeepNN(), {"ce": CrossEntropy(0.5), "kd": SoftTargetKD(0.5, 4.0)}, ADAM)
-    start = [p.detach().clone() for p in module.net.parameters()]
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, limit_train_batches=3,
-                        limit_val_batches=0, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, callbacks=[SaveWeights(tmp_path), speed])
-    trainer.fit(module, datamodule=data(resident=True))
-    (rank0, cached0), (rank1, cached1) = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
-    assert all(torch.equal(a, b) for a, b in zip(rank0, rank1))  # each rank saw its own shard: only synced grads agree
-    assert not all(torch.equal(a, b) for a, b in zip(rank0, start))
-    assert not cached0 and not cached1
-
-
 @pytest.mark.parametrize("capture", [False, True])
 def test_bf16_true_gets_bf16_batches_for_training_and_validation(tmp_path, capture):
     module = SupervisedModule(LightNN(), ADAM)

@@ -79,6 +79,9 @@ class CRD(FeatureTerm):
     """
 
     uses_index = True
+    # buffers this term keeps identical on every rank itself (see above): DDP need not broadcast them from rank 0
+    # before every forward (for the banks, 2 · num_samples · feat_dim floats a step)
+    ddp_synced_buffers = ("memory_s", "memory_t", "normalizer", "by_class", "class_start", "class_count")
 
     def __init__(
         self,

@@ -63,6 +63,12 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
             )
         self.net = net
         self.terms = nn.ModuleDict(terms)
+        # buffers a term keeps identical on every rank (CRD's memory banks): DDP skips them in its per-forward
+        # broadcast of rank 0's buffers. torch's DistributedDataParallel and Lightning read this attribute (what
+        # DistributedDataParallel._set_params_and_buffers_to_ignore_for_model sets); names relative to this module
+        self._ddp_params_and_buffers_to_ignore = [
+            f"terms.{name}.{buffer}" for name, term in terms.items() for buffer in getattr(term, "ddp_synced_buffers", ())
+        ]
         self.stages = Stages(stages, terms)
         self.student_taps = FeatureTaps(net, [p for t in terms.values() for p in t.student_layers], "student")
         if self._teacher is not None:
