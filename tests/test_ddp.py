@@ -12,7 +12,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.plugins import TorchSyncBatchNorm
 
 from kd_lightning.data import ClassificationDataModule, SyntheticSource
-from kd_lightning.distill import CRD, CachedTeacher, CrossEntropy
+from kd_lightning.distill import CRD, CachedTeacher, CrossEntropy, Outputs
+from kd_lightning.distill.cache import TeacherCache
 from kd_lightning.fast import FastPath
 from kd_lightning.models import DeepNN, LightNN
 from kd_lightning.models.registry import build
@@ -131,3 +132,11 @@ def test_the_sync_batchnorm_option_converts_a_zoo_networks_batchnorm_layers(tmp_
 
     cfg = compose_config(tmp_path, "trainer=ddp", "trainer.devices=2", "trainer.strategy=ddp_spawn")
     assert cfg.trainer.sync_batchnorm is False and instantiate(cfg.trainer, logger=False).strategy._layer_sync is None
+
+
+def test_only_the_rank_that_saves_checkpoints_writes_the_complete_teacher_cache_file(tmp_path):
+    cache = TeacherCache(4, torch.device("cpu"))
+    cache.store(torch.arange(4), Outputs(torch.randn(4, 10), {"features": torch.randn(4, 2, 2)}))
+    entry = cache.checkpoint_entry(tmp_path, write=False)  # another rank: names the file, writes nothing
+    assert entry == {"file": TeacherCache.FILE, "num_samples": 4} and not (tmp_path / TeacherCache.FILE).exists()
+    assert cache.checkpoint_entry(tmp_path) == entry and (tmp_path / TeacherCache.FILE).is_file()
