@@ -14,6 +14,7 @@ from lightning.pytorch.plugins import TorchSyncBatchNorm
 from kd_lightning.data import ClassificationDataModule, SyntheticSource
 from kd_lightning.distill import CRD, CachedTeacher, CrossEntropy, Outputs
 from kd_lightning.distill.cache import TeacherCache
+from kd_lightning.distill.distributed import first_occurrences
 from kd_lightning.fast import FastPath
 from kd_lightning.models import DeepNN, LightNN
 from kd_lightning.models.registry import build
@@ -24,8 +25,8 @@ BATCH = 16
 
 
 def data():
-    # 154 - 64 = 90 training samples: shards of 45 (no padding), batches of 16, 16, 13 on each rank
-    return ClassificationDataModule("cifar10", SyntheticSource("cifar10", num_train=154, num_test=16), 10, [0.5] * 3,
+    # 153 - 64 = 89 training samples: shards of 45 (one sample on both ranks: the padding), batches of 16, 16, 13
+    return ClassificationDataModule("cifar10", SyntheticSource("cifar10", num_train=153, num_test=16), 10, [0.5] * 3,
                                     [0.25] * 3, val_size=64, batch_size=BATCH, resident=True)
 
 
@@ -78,15 +79,16 @@ def test_under_ddp_the_ranks_share_one_teacher_cache_and_one_crd_bank_and_stay_i
                         enable_checkpointing=False, callbacks=[Record(tmp_path), speed])
     trainer.fit(module, datamodule=data())
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
-    n, batches = 90, 3
+    n, batches = 89, 3
 
     # the student: trained, the same on both ranks
     assert all(torch.equal(a, b) for a, b in zip(ranks[0]["weights"], ranks[1]["weights"]))
     assert not all(torch.equal(a, b) for a, b in zip(ranks[0]["weights"], ranks[0]["start"]))
 
-    # each rank trained on its own half in epoch 0 (the shards are disjoint and cover the split)
+    # each rank trained on its own half in epoch 0 (the shards cover the split; one sample padded onto rank 1)
     seen0 = [set(r["seen"][0].tolist()) for r in ranks]
-    assert len(seen0[0]) == len(seen0[1]) == n // 2 and seen0[0] | seen0[1] == set(range(n))
+    assert len(seen0[0]) == len(seen0[1]) == 45 and seen0[0] | seen0[1] == set(range(n))
+    assert len(seen0[0] & seen0[1]) == 1
 
     # teacher cache: the teacher ran once per batch in epoch 0 and never in epoch 1, on both ranks; both caches
     # hold every sample, the same bits, and those are the live teacher's outputs rounded to bf16 (relative error
@@ -140,3 +142,8 @@ def test_only_the_rank_that_saves_checkpoints_writes_the_complete_teacher_cache_
     entry = cache.checkpoint_entry(tmp_path, write=False)  # another rank: names the file, writes nothing
     assert entry == {"file": TeacherCache.FILE, "num_samples": 4} and not (tmp_path / TeacherCache.FILE).exists()
     assert cache.checkpoint_entry(tmp_path) == entry and (tmp_path / TeacherCache.FILE).is_file()
+
+
+def test_first_occurrences_gives_repeated_indices_the_first_position():
+    index = torch.tensor([3, 1, 3, 0, 1, 3])
+    assert first_occurrences(index, 5).tolist() == [0, 1, 0, 3, 1, 0]

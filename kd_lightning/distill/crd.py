@@ -14,7 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kd_lightning.distill.distributed import broadcast_from_first, gather_batches, mean_over_ranks, world_size
+from kd_lightning.distill.distributed import (
+    broadcast_from_first,
+    first_occurrences,
+    gather_batches,
+    mean_over_ranks,
+    world_size,
+)
 from kd_lightning.distill.shared import full_precision
 from kd_lightning.distill.taps import Outputs
 from kd_lightning.distill.terms import FeatureTerm
@@ -74,8 +80,10 @@ class CRD(FeatureTerm):
     every row is refreshed once per epoch, whichever rank's shard holds its sample. Each rank draws its
     negatives for its own samples from the whole bank (its own random stream: valid, not identical across
     ranks), and ``Z`` is the mean over the ranks of their first batches' ``mean · num_samples`` (equal batch
-    sizes: the mean over the whole first global batch). That is one device with a ``world_size`` times larger
-    batch, as the official code does not do under DDP (RepDistiller trains on one GPU).
+    sizes: the mean over the whole first global batch). The bank so evolves as on one device with a
+    ``world_size`` times larger batch (RepDistiller trains on one GPU; there is no official DDP code to follow).
+    A sample that two ranks hold (the padding that makes the shards equal) is updated once, with the first
+    rank's embedding (:func:`~kd_lightning.distill.distributed.first_occurrences`).
     """
 
     uses_index = True
@@ -217,7 +225,8 @@ class CRD(FeatureTerm):
                 self.normalizer.copy_(z)
                 if world_size() > 1:  # every rank's rows, the same update on every rank
                     index = gather_batches(index)
-                    v_s, v_t = gather_batches(torch.cat([v_s, v_t], dim=1)).split([self.feat_dim] * 2, dim=1)
+                    both = gather_batches(torch.cat([v_s, v_t], dim=1))[first_occurrences(index, n)]
+                    v_s, v_t = both.split([self.feat_dim] * 2, dim=1)
                 self.update(self.memory_s, index, v_s)
                 self.update(self.memory_t, index, v_t)
         return loss

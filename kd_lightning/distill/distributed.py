@@ -44,3 +44,16 @@ def broadcast_from_first(tensor: torch.Tensor) -> None:
     """Overwrites ``tensor`` in place with rank 0's (nothing in a single process)."""
     if world_size() > 1:
         dist.broadcast(tensor, src=0)
+
+
+def first_occurrences(index: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """For each position of ``index`` (values below ``num_rows``), the first position holding the same value.
+
+    A gathered batch repeats a few samples (the padding that makes the shards equal); ``values[first_occurrences(
+    index, n)]`` gives the repeats one value, so an ``index_copy_`` of them writes the same bits on every rank,
+    whichever repeat the device happens to write last (on CUDA duplicates' order is not deterministic). No host
+    sync: the minimum position per value by ``scatter_reduce_`` (exact in any order).
+    """
+    positions = torch.arange(len(index), device=index.device)
+    first = torch.full((num_rows,), len(index), dtype=torch.long, device=index.device)
+    return first.scatter_reduce_(0, index, positions, reduce="amin")[index]
