@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kd_lightning.errors import KDError
-from kd_lightning.runs import shared
+from kd_lightning import shared_gpu as shared
 from kd_lightning.shared_gpu import job_waves
 
 from conftest import ROOT

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -125,3 +126,21 @@ def test_short_real_mnist_run_beats_chance_by_a_wide_margin(make_config, mnist_n
 CLI_FAST = ["data/source=synthetic", "data.num_workers=0", "data.val_size=256", "trainer=cpu", "trainer.max_epochs=1",
             "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
             "callbacks.progress_bar.refresh_rate=0"]
+
+
+def test_the_same_sweep_twice_from_empty_folders_gives_the_same_numbers(tmp_path):
+    """Issue 9's reproducibility on CPU: a teacher and its KD student, swept twice into two empty log folders, end with
+    identical test accuracy, loss and student weights (the GPU check is docs/results/cifar10_all_methods_fast_h200.md)."""
+    summaries = []
+    for attempt in ("a", "b"):
+        result = run_cli("-m", "+experiment=mnist_teacher,mnist_kd", *CLI_FAST, f"paths.log_dir={tmp_path / attempt}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        found = {p.parent.parent.name: json.loads(p.read_text()) for p in (tmp_path / attempt).rglob("summary.json")}
+        assert set(found) == {"mnist_teacher", "mnist_kd"}
+        summaries.append(found)
+    for run in ("mnist_teacher", "mnist_kd"):
+        a, b = summaries[0][run], summaries[1][run]
+        assert (a["test/acc"], a["test/loss"], a["global_step"]) == (b["test/acc"], b["test/loss"], b["global_step"])
+        weights = [torch.load(Path(s["run_dir"]) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+                   for s in (a, b)]
+        assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
