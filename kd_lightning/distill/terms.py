@@ -23,7 +23,9 @@ class LossTerm(nn.Module):
     A term with ``uses_index = True`` is called as ``term(student, teacher, target, index=index)``, with each
     sample's position in the training split; if it has ``allocate(num_samples, device)``, the training module
     calls it when fitting starts to size its per-sample state (e.g. CRD's memory bank), with ``labels=`` the
-    training split's labels if ``allocate`` takes that argument.
+    training split's labels if ``allocate`` takes that argument. Buffers that a term keeps identical on every
+    DDP rank itself (CRD's gathered memory banks) are named in ``ddp_synced_buffers``: the training module tells
+    DDP not to broadcast them from rank 0 before every forward.
     """
 
     uses_teacher = True
