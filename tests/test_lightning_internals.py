@@ -63,3 +63,17 @@ def test_lightning_reads_a_stored_signature():
 
     step = internals.stored_signature(lambda batch, batch_idx: None)
     assert step.__signature__ == inspect.signature(step) and is_param_in_hook_signature(step, "batch_idx")
+
+
+def test_torch_ddp_still_reads_the_buffers_to_ignore_where_we_set_them():
+    """CRD's banks stay out of DDP's buffer broadcast through an attribute torch's DDP reads (tests/test_ddp.py checks
+    the effect on two processes)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    source = inspect.getsource(DistributedDataParallel)
+    assert "_ddp" + internals.DDP_IGNORED in source
+    probe = torch.nn.Module()
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(probe, ["a.b"])
+    mine = torch.nn.Module()
+    internals.ddp_skip_buffers(mine, ["a.b"])
+    assert vars(probe)["_ddp" + internals.DDP_IGNORED] == vars(mine)["_ddp" + internals.DDP_IGNORED] == ["a.b"]

@@ -1,4 +1,4 @@
-"""Every use of Lightning internals by kd_lightning, in one place; ``tests/test_lightning_internals.py`` fails if a
+"""Every use of Lightning internals (and one of torch's DDP) by kd_lightning, in one place; ``tests/test_lightning_internals.py`` fails if a
 Lightning release changes what they rely on (step counting under manual optimisation, signature lookups, hook labels,
 DDP arguments, the logging step, the generators' states). Everything else uses Lightning's public API."""
 
@@ -75,3 +75,14 @@ def logging_step(trainer: L.Trainer) -> int:
 def logs_this_step(trainer: L.Trainer) -> bool:
     """Whether Lightning writes logs at this batch (every ``log_every_n_steps``)."""
     return trainer._logger_connector.should_update_logs
+
+
+DDP_IGNORED = "_params_and_buffers_to_ignore"  # the attribute torch's DistributedDataParallel reads, with "_ddp" before it
+
+
+def ddp_skip_buffers(module, names: list[str]) -> None:
+    """Keeps ``names`` (buffers relative to ``module``) out of DistributedDataParallel's per-forward broadcast of rank
+    0's buffers: what ``DistributedDataParallel._set_params_and_buffers_to_ignore_for_model`` sets, as an attribute
+    so that it is in place before Lightning wraps the module. For buffers a term keeps identical on every rank itself
+    (CRD's memory banks, updated with every rank's gathered embeddings)."""
+    setattr(module, "_ddp" + DDP_IGNORED, list(names))

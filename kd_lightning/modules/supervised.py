@@ -17,7 +17,7 @@ from kd_lightning.distill import CrossEntropy, FeatureTaps, LossTerm, Outputs
 from kd_lightning.distill.teachers import Teacher, as_teacher
 from kd_lightning.errors import ConfigError
 from kd_lightning.fast import CheapHookLabels, stored_signature
-from kd_lightning.fast.lightning import ddp_finds_unused_parameters
+from kd_lightning.fast.lightning import ddp_finds_unused_parameters, ddp_skip_buffers
 from kd_lightning.modules.meter import StepMeter, accuracy_counts
 from kd_lightning.modules.stages import Stage, Stages
 
@@ -63,12 +63,9 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
             )
         self.net = net
         self.terms = nn.ModuleDict(terms)
-        # buffers a term keeps identical on every rank (CRD's memory banks): DDP skips them in its per-forward
-        # broadcast of rank 0's buffers. torch's DistributedDataParallel and Lightning read this attribute (what
-        # DistributedDataParallel._set_params_and_buffers_to_ignore_for_model sets); names relative to this module
-        self._ddp_params_and_buffers_to_ignore = [
-            f"terms.{name}.{buffer}" for name, term in terms.items() for buffer in getattr(term, "ddp_synced_buffers", ())
-        ]
+        # buffers a term keeps identical on every rank itself (CRD's memory banks): out of DDP's buffer broadcast
+        ddp_skip_buffers(self, [f"terms.{name}.{buffer}" for name, term in terms.items()
+                                for buffer in getattr(term, "ddp_synced_buffers", ())])
         self.stages = Stages(stages, terms)
         self.student_taps = FeatureTaps(net, [p for t in terms.values() for p in t.student_layers], "student")
         if self._teacher is not None:
