@@ -65,7 +65,11 @@ class TimedLastCheckpoint(ModelCheckpoint):
     def __init__(self, dirpath: str, minutes: float, filename: str = "last"):
         super().__init__(dirpath=dirpath, filename=filename, monitor=None, save_top_k=1,
                          train_time_interval=timedelta(minutes=minutes), enable_version_counter=False)
-        self.interval_s = minutes * 60
+        self.interval_s, self.checked_at = minutes * 60, None  # our own clock for the manual-optimisation case
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        self.checked_at = time.monotonic()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if pl_module.automatic_optimization:
@@ -76,9 +80,9 @@ class TimedLastCheckpoint(ModelCheckpoint):
         if trainer.sanity_checking or trainer.fast_dev_run:
             return
         now = time.monotonic()
-        self._last_time_checked = self._last_time_checked or now
-        if trainer.strategy.broadcast(now - self._last_time_checked >= self.interval_s):
-            self._last_time_checked = now
+        self.checked_at = self.checked_at or now
+        if trainer.strategy.broadcast(now - self.checked_at >= self.interval_s):
+            self.checked_at = now
             trainer.save_checkpoint(Path(self.dirpath) / f"{self.filename}{self.FILE_EXTENSION}")
 
 
