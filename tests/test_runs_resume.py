@@ -9,6 +9,7 @@ import pytest
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from kd_lightning.distill.cache import finish_writes
 from kd_lightning.errors import ConfigError, NonFiniteLossError
 from kd_lightning.runs.resume import AtomicCheckpointIO, RNGState
 from kd_lightning.train import train
@@ -129,6 +130,7 @@ def test_a_resumed_run_reads_the_teacher_cache_it_saved(tmp_path, interrupt_at, 
     with pytest.raises(SystemExit):
         train(compose_run(tmp_path / "i", *run))
     folder = next((tmp_path / "i" / "mnist_kd_fast").iterdir())
+    finish_writes()  # the full cache's file is written beside training
     assert (folder / "checkpoints" / "teacher_cache.pt").is_file() == (where[0] > 0)
     resumed = train(compose_run(tmp_path / "i", *run))
     assert resumed["resumed_from"].endswith("last.ckpt")

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import torch
 
 from kd_lightning.distill.taps import Outputs
+
+_writers: dict[Path, threading.Thread] = {}  # cache files being written beside training, by path
+
+
+def finish_writes() -> None:
+    """Waits for this process's cache files being written (the interpreter does so itself before it exits)."""
+    while _writers:
+        _writers.popitem()[1].join()
+
+
+def _write(state: dict, path: Path) -> None:
+    partial = path.with_name(path.name + ".part")
+    torch.save(state, partial)
+    os.replace(partial, path)  # atomic: a reader sees no file or the whole file
 
 
 class TeacherCache:
@@ -20,8 +35,9 @@ class TeacherCache:
 
     Checkpoints (:meth:`checkpoint_entry`, :meth:`restore`): a resumed run must read the same teacher outputs as
     the uninterrupted one (bf16 storage, live vs. cached differ), so the cache travels with the checkpoint. Once
-    complete it never changes, and it can be large (a tapped feature map per sample: ~200 MB for the tutorial's
-    FitNets), so it is written once, beside the checkpoints, and each checkpoint names it; a cache still filling
+    complete it never changes, and it can be large (a tapped feature map per sample: 1.6 GB for the tutorial's
+    FitNets hint layer, seconds to write), so it is written once, beside the checkpoints and beside training (a
+    thread, after one copy to host memory), and each checkpoint names it; a cache still filling
     (a checkpoint inside the first epoch) goes into the checkpoint itself.
     """
 
@@ -60,13 +76,15 @@ class TeacherCache:
         if self.logits is None:
             return None
         if self.complete or self.refresh_complete():
-            path = Path(folder) / self.FILE
-            if write and not path.is_file():
+            path = (Path(folder) / self.FILE).resolve()
+            writer = _writers.get(path)
+            if write and not path.is_file() and (writer is None or not writer.is_alive()):
                 path.parent.mkdir(parents=True, exist_ok=True)
-                partial = path.with_name(path.name + ".part")
-                torch.save({"logits": self.logits.cpu(), "features": {k: v.cpu() for k, v in self.features.items()}},
-                           partial)
-                os.replace(partial, path)  # atomic: a reader sees no file or the whole file
+                state = {"logits": self.logits.cpu(), "features": {k: v.cpu() for k, v in self.features.items()}}
+                # not a daemon: the interpreter finishes the file before it exits; a kill -9 before the rename
+                # leaves no file, and a resume then refills the cache with a warning
+                _writers[path] = threading.Thread(target=_write, args=(state, path), name="teacher-cache-writer")
+                _writers[path].start()
             return {"file": self.FILE, "num_samples": self.num_samples}
         return {"num_samples": self.num_samples, "logits": self.logits.cpu(), "filled": self.filled.cpu(),
                 "features": {k: v.cpu() for k, v in self.features.items()}}
@@ -76,7 +94,14 @@ class TeacherCache:
         if entry["num_samples"] != self.num_samples:
             raise ValueError(f"the checkpoint's teacher cache holds {entry['num_samples']} samples, this run's training "
                              f"split {self.num_samples}")
-        stored = torch.load(Path(folder) / entry["file"], weights_only=True) if "file" in entry else entry
+        if "file" in entry:
+            path = (Path(folder) / entry["file"]).resolve()
+            writer = _writers.pop(path, None)
+            if writer is not None:  # this process is still writing it (a resume inside the same process)
+                writer.join()
+            stored = torch.load(path, weights_only=True)
+        else:
+            stored = entry
         self.logits = stored["logits"].to(self.device, self.dtype)
         self.features = {k: v.to(self.device, self.dtype) for k, v in stored["features"].items()}
         if "file" in entry:
