@@ -91,3 +91,12 @@ def mnist_npz_slice(tmp_path_factory) -> Path:
         np.savez(path, x_train=full["x_train"][:6000], y_train=full["y_train"][:6000],
                  x_test=full["x_test"][:1000], y_test=full["y_test"][:1000])
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a busy 2-core machine two OpenMP threads spin against each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

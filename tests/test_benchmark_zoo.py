@@ -70,14 +70,6 @@ def test_every_phase_composes_ours_with_its_networks_and_the_fast_profile(tmp_pa
                 assert cfg.get("teacher") is None and not cfg.distill.get("terms")  # labels only: plain CE
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread (as tests/test_zoo.py: two OpenMP threads spin against each other on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_a_cpu_dry_run_measures_the_three_loops_and_writes_the_ratios(tmp_path, one_thread):
     """The whole zoo mode on one KD phase, tiny (16 training images, batch 4; ~15 s, most of it Lightning's set-up

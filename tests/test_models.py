@@ -10,13 +10,7 @@ from kd_lightning.errors import ConfigError
 from kd_lightning.models import MLP, DeepNN, LightNN, build, names
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine two OpenMP threads spin against each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def count(net):

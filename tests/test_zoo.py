@@ -45,15 +45,6 @@ def test_the_repdistiller_pairs_and_the_tutorial_pairs_exist():
     assert set(PAIRS) == {*REPDISTILLER_PAIRS, "tutorial", "mnist_mlp"}
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine two OpenMP threads spin against each other (a zoo step
-    measured 10x slower with 2 threads than with 1 while other processes ran)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @functools.cache
 def pair_config(pair: str) -> dict:

@@ -36,14 +36,6 @@ def test_missing_cifar100_offline_names_torchvisions_folder(tmp_path):
         TorchvisionSource("cifar100", str(tmp_path), download=False).load()
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine two OpenMP threads spin against each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 class RecordBatches(L.Callback):
     def __init__(self):
