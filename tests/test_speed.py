@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 
 from kd_lightning.data import ClassificationDataModule, SyntheticSource
-from kd_lightning.distill import CachedTeacher, CrossEntropy, HintMSE, SoftTargetKD
+from kd_lightning.distill import RKD, CachedTeacher, CrossEntropy, HintMSE, SimilarityPreserving, SoftTargetKD
 from kd_lightning.models import DeepNN, LightNN
 from kd_lightning.fast import FastPath, MatmulBiasGradConv2d, graph_safe_optimizer, use_matmul_bias_grad
 from kd_lightning.fast.capture import frozen_optimizer_values
@@ -53,6 +53,23 @@ def test_capture_falls_back_on_cpu_with_a_message_and_trains_exactly_like_eager(
         weights[capture] = torch.cat([p.detach().flatten() for p in module.net.parameters()])
     assert "CUDA graphs need a CUDA device" in caplog.text and "running the same step eagerly" in caplog.text
     torch.testing.assert_close(weights[True], weights[False], rtol=1e-5, atol=1e-6)
+
+
+def test_the_manual_step_runs_backward_outside_autocast_as_lightning_does(tmp_path):
+    """Relation terms compute in float32 under bf16 autocast; a backward run inside autocast would redo their
+    gradients in bf16 (the captured-vs-eager mismatch of CRD, RKD, PKT and SP on the GPU). On CPU the manual
+    step runs eagerly, so it must give Lightning's automatic step's weights to the bit."""
+    weights = {}
+    for capture in (False, True):
+        torch.manual_seed(0)
+        terms = {"ce": CrossEntropy(1.0), "sp": SimilarityPreserving("features", "features", weight=3000.0),
+                 "rkd": RKD("features", "features", weight=1.0)}
+        # a rate float32 holds exactly: the manual step's tensor rate then rounds like the eager float
+        module = DistillationModule(LightNN(), DeepNN(), terms, functools.partial(torch.optim.Adam, lr=2 ** -10))
+        fit(module, data(), tmp_path, epochs=1, precision="bf16-mixed", limit_train_batches=4,
+            speed={"capture_step": capture})
+        weights[capture] = torch.cat([p.detach().flatten() for p in module.net.parameters()])
+    assert torch.equal(weights[True], weights[False]), (weights[True] - weights[False]).abs().max()
 
 
 def distiller():

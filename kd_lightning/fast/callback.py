@@ -104,24 +104,26 @@ class CapturedTraining:
     def _step_function(self):
         module, prepare, optimizer = self.module, self.prepare, self.trainer.optimizers[0]
 
-        def step(x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> None:
-            if prepare is not None:
-                x = prepare(x, train=True)
-            loss, values = module.losses(x, y, index)
-            loss.backward()
-            optimizer.step()
-            module.record(values)
-
         device = module.device.type
-        if not torch.is_autocast_enabled(device):
-            return step
-        dtype = torch.get_autocast_dtype(device)
+        autocast = torch.is_autocast_enabled(device)
+        dtype = torch.get_autocast_dtype(device) if autocast else None
 
-        def autocast_step(*inputs) -> None:  # a graph must not reuse autocast's weight-cast cache
-            with torch.autocast(device, dtype=dtype, cache_enabled=False):
-                step(*inputs)
+        def step(x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> None:
+            # the forward under autocast (as Lightning's precision plugin runs training_step), without its
+            # weight-cast cache, which a graph must not reuse
+            with torch.autocast(device, dtype=dtype, enabled=autocast, cache_enabled=False):
+                if prepare is not None:
+                    x = prepare(x, train=True)
+                loss, values = module.losses(x, y, index)
+            # backward and the optimizer step outside autocast, as Lightning runs them under automatic
+            # optimisation: backward inside autocast would run the backward of a term's float32 part (the
+            # relation losses: CRD, RKD, PKT, SP) in bf16, and the captured step would train another model
+            with torch.autocast(device, enabled=False):
+                loss.backward()
+                optimizer.step()
+                module.record(values)
 
-        return autocast_step
+        return step
 
     def check_plain_numbers(self) -> None:
         """At an epoch's start: if a term's plain number changed since the graphs were captured, drop them."""
