@@ -70,7 +70,7 @@ RULES: dict[str, tuple[Callable, str]] = {
     "optimizer.lr": _number(0.0, 10.0, low_open=True),
     "optimizer.weight_decay": _number(0.0),
     "optimizer.momentum": _number(0.0, 1.0),
-    "callbacks.timed_checkpoint.minutes": _number(0.0, low_open=True),
+    "callbacks.last_checkpoint.minutes": _number(0.0, low_open=True),
     "callbacks.loss_guard.factor": _number(1.0, low_open=True),
 }
 BOOLEANS = ("resume", "retrain", "test", "data.resident", "data.hflip", "teacher.train_if_missing")

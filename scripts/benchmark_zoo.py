@@ -304,7 +304,7 @@ def ours_overrides(phase: Phase, settings: Settings, npz: Path, teacher_checkpoi
           if settings.cuda else ["trainer.max_epochs=2"]),
         f"trainer.benchmark={str(settings.cudnn_benchmark).lower()}",
         "trainer.limit_val_batches=0", "+trainer.num_sanity_val_steps=0", "+trainer.enable_checkpointing=false",
-        "callbacks.model_checkpoint=null", "callbacks.last_checkpoint=null", "callbacks.timed_checkpoint=null",
+        "callbacks.model_checkpoint=null", "callbacks.last_checkpoint=null",
         "callbacks.progress_bar.refresh_rate=0", "logger=csv",
         "test=false", "resume=false", "retrain=true", f"paths.log_dir={out}", f"paths.output_dir={out}/{phase.name}",
         *([f"teacher.checkpoint={teacher_checkpoint}"] if teacher_checkpoint else []),

@@ -47,6 +47,32 @@ def test_step_counters_logging_step_and_hook_labels_are_where_kd_lightning_reads
     assert trainer.global_step == 4
 
 
+@internals.no_unused_step_hooks
+class EndOnly(L.Callback):
+    """Defines one per-step hook; the other becomes None (Lightning skips hooks that are not callable)."""
+
+    def __init__(self):
+        self.ends = 0
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.ends += 1
+
+
+def test_lightning_skips_per_step_hooks_set_to_none_and_still_calls_the_defined_ones(tmp_path):
+    assert EndOnly.on_train_batch_start is None and callable(EndOnly.on_train_batch_end)
+    assert callable(L.Callback.on_train_batch_start)  # Lightning's base class is left alone
+    callback = EndOnly()
+    g = torch.Generator().manual_seed(0)
+    data = DataLoader(TensorDataset(torch.rand(12, 3, 32, 32, generator=g), torch.randint(0, 10, (12,), generator=g),
+                                    torch.arange(12)), batch_size=4)
+    trainer = L.Trainer(default_root_dir=tmp_path, accelerator="cpu", max_epochs=1, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                        callbacks=[callback])
+    # a Lightning that called every hook unchecked would raise TypeError ('NoneType' object is not callable) here
+    trainer.fit(SupervisedModule(LightNN(), lambda params: torch.optim.SGD(params, lr=0.01)), train_dataloaders=data)
+    assert callback.ends == 3
+
+
 def test_ddp_arguments_and_generator_states():
     assert internals.ddp_finds_unused_parameters(DDPStrategy(find_unused_parameters=True))
     assert not internals.ddp_finds_unused_parameters(DDPStrategy())

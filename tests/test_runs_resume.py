@@ -51,7 +51,7 @@ def assert_same_run(resumed: dict, uninterrupted: dict) -> None:
 
 @pytest.mark.parametrize("where", [(2, 0), (1, 2)], ids=["after_epoch_1", "inside_epoch_1"])
 def test_interrupted_and_resumed_run_ends_equal_to_the_uninterrupted_one(tmp_path, interrupt_at, where):
-    extra = ["callbacks.timed_checkpoint.minutes=1e-9"]  # inside an epoch: a checkpoint after every batch
+    extra = ["callbacks.last_checkpoint.minutes=1e-9"]  # inside an epoch: a checkpoint after every batch
     uninterrupted = train(compose_run(tmp_path / "u", *RUN, *extra))
     interrupt_at(*where)
     with pytest.raises(SystemExit):
@@ -122,7 +122,7 @@ def test_a_resumed_run_reads_the_teacher_cache_it_saved(tmp_path, interrupt_at, 
 
     run = ["+experiment=mnist_kd", "speed=fast", "trainer.precision=32", "trainer.max_epochs=3",
            "data.source.num_train=448", "data.val_size=64", "data.batch_size=64", "trainer.limit_train_batches=1.0",
-           "callbacks.timed_checkpoint.minutes=1e-9"]
+           "callbacks.last_checkpoint.minutes=1e-9"]
     teacher = teacher_state(instantiate(compose_run(tmp_path, *run).teacher.net))
     run.append(f"teacher.checkpoint={teacher}")
     uninterrupted = train(compose_run(tmp_path / "u", *run))

@@ -9,15 +9,14 @@ from kd_lightning.callbacks.lr import LearningRate
 from kd_lightning.callbacks.quantization import QuantizationAwareTraining
 from kd_lightning.callbacks.throughput import EpochThroughput
 from kd_lightning.fast import FastPath
-from kd_lightning.runs.resume import EpochLastCheckpoint, LossExplosionGuard, RNGState, TimedLastCheckpoint
+from kd_lightning.runs.resume import LastCheckpoint, LossExplosionGuard, RNGState
 
 __all__ = [
-    "EpochLastCheckpoint",
     "EpochThroughput",
     "FastPath",
+    "LastCheckpoint",
     "LearningRate",
     "LossExplosionGuard",
     "QuantizationAwareTraining",
     "RNGState",
-    "TimedLastCheckpoint",
 ]

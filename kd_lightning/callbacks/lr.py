@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import lightning.pytorch as L
 
-from kd_lightning.fast.lightning import logging_step, logs_this_step
+from kd_lightning.fast.lightning import logging_step, logs_this_step, no_unused_step_hooks
 
 
+@no_unused_step_hooks
 class LearningRate(L.Callback):
     """Logs the optimizer's learning rate as ``train/lr`` (more param groups or optimizers: ``train/lr_<i>``).
 

@@ -8,6 +8,8 @@ import time
 import lightning.pytorch as L
 import torch
 
+from kd_lightning.fast.lightning import no_unused_step_hooks
+
 
 def median_after_first(per_epoch: list[float]) -> float | None:
     """The median of per-epoch values after the first (warm-up, graph capture, cache filling), or of the one."""
@@ -15,6 +17,7 @@ def median_after_first(per_epoch: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+@no_unused_step_hooks
 class EpochThroughput(L.Callback):
     """Logs each epoch's training time and rate as ``time/epoch_s`` and ``time/images_per_s``.
 

@@ -41,7 +41,7 @@ from torch import nn
 
 from kd_lightning.fast.bias_grad import use_matmul_bias_grad
 from kd_lightning.fast.capture import CapturedStep, frozen_optimizer_values
-from kd_lightning.fast.lightning import align_step_counters, count_optimizer_step, stored_signature
+from kd_lightning.fast.lightning import align_step_counters, count_optimizer_step, no_unused_step_hooks, stored_signature
 from kd_lightning.fast.optim import graph_safe_optimizer, host_floats
 from kd_lightning.fast.options import SpeedOptions
 
@@ -109,11 +109,13 @@ class CapturedTraining:
         dtype = torch.get_autocast_dtype(device) if autocast else None
 
         def step(x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> None:
-            # the forward under autocast (as Lightning's precision plugin runs training_step), without its
-            # weight-cast cache, which a graph must not reuse
-            with torch.autocast(device, dtype=dtype, enabled=autocast, cache_enabled=False):
+            # each part under the autocast state Lightning runs it in: batch preparation outside (the eager path
+            # runs it in on_after_batch_transfer), the forward inside (the precision plugin's training_step
+            # context), without autocast's weight-cast cache, which a graph must not reuse
+            with torch.autocast(device, enabled=False):
                 if prepare is not None:
                     x = prepare(x, train=True)
+            with torch.autocast(device, dtype=dtype, enabled=autocast, cache_enabled=False):
                 loss, values = module.losses(x, y, index)
             # backward and the optimizer step outside autocast, as Lightning runs them under automatic
             # optimisation: backward inside autocast would run the backward of a term's float32 part (the
@@ -146,6 +148,7 @@ class CapturedTraining:
         self.module.end_step(last=batch_idx + 1 >= self.trainer.num_training_batches)
 
 
+@no_unused_step_hooks
 class FastPath(L.Callback):
     """Runs a scheme with :class:`SpeedOptions`: memory format, compilation, the bias-gradient kernel, the
     teacher cache switch and, with ``capture_step``, the training step as a replayed CUDA graph with a

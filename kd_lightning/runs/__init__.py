@@ -4,12 +4,11 @@ from kd_lightning.runs.hydra_callbacks import Preflight, is_ddp_child
 from kd_lightning.runs.identity import config_hash, identity, register_resolvers, run_folder, task_overrides
 from kd_lightning.runs.resume import (
     AtomicCheckpointIO,
-    EpochLastCheckpoint,
     EpochShuffle,
+    LastCheckpoint,
     LossExplosionGuard,
     ResumableLoader,
     RNGState,
-    TimedLastCheckpoint,
 )
 from kd_lightning.runs.store import RunLock, RunLockedError, provenance, read_summary, write_summary
 from kd_lightning.runs.teachers import locate_teachers, teacher_runs
@@ -18,15 +17,14 @@ register_resolvers()
 
 __all__ = [
     "AtomicCheckpointIO",
-    "EpochLastCheckpoint",
     "EpochShuffle",
+    "LastCheckpoint",
     "LossExplosionGuard",
     "Preflight",
     "RNGState",
     "ResumableLoader",
     "RunLock",
     "RunLockedError",
-    "TimedLastCheckpoint",
     "config_hash",
     "identity",
     "is_ddp_child",

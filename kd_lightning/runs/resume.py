@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import lightning.pytorch as L
@@ -22,7 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, Sampler
 
 from kd_lightning.errors import NonFiniteLossError
-from kd_lightning.fast.lightning import collect_rng_states, set_rng_states
+from kd_lightning.fast.lightning import collect_rng_states, no_unused_step_hooks, set_rng_states
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -51,32 +50,35 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(tmp, path)
 
 
-class EpochLastCheckpoint(ModelCheckpoint):
-    """``last.ckpt`` at the end of every epoch, whatever the monitored metric did (no monitor, one file)."""
+@no_unused_step_hooks
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt``: at the end of every epoch, whatever the monitored metric did, and every ``minutes`` of
+    training inside long epochs; what a rerun resumes from.
 
-    def __init__(self, dirpath: str, filename: str = "last"):
+    One callback for both, since Lightning's ``every_n_epochs`` and ``train_time_interval`` exclude each other
+    and its manual-optimisation branch (the fast path's) honours neither inside an epoch: the interval is timed
+    here and the file written through the Trainer's public ``save_checkpoint`` (atomic, with every callback's
+    state). One callback rather than two also halves what Lightning runs per step for it (it calls every
+    callback's batch hooks).
+    """
+
+    def __init__(self, dirpath: str, minutes: float = 10.0, filename: str = "last"):
         super().__init__(dirpath=dirpath, filename=filename, monitor=None, save_top_k=1, every_n_epochs=1,
                          enable_version_counter=False)
+        self.interval_s, self.checked_at = minutes * 60, None
+        # Lightning builds a profiler label from state_key for each hook call; it depends on constructor
+        # arguments only, so it is built once
+        self._state_key = super().state_key
 
-
-class TimedLastCheckpoint(ModelCheckpoint):
-    """``last.ckpt`` every ``minutes`` of training inside long epochs (Lightning's ``train_time_interval``)."""
-
-    def __init__(self, dirpath: str, minutes: float, filename: str = "last"):
-        super().__init__(dirpath=dirpath, filename=filename, monitor=None, save_top_k=1,
-                         train_time_interval=timedelta(minutes=minutes), enable_version_counter=False)
-        self.interval_s, self.checked_at = minutes * 60, None  # our own clock for the manual-optimisation case
+    @property
+    def state_key(self) -> str:
+        return self._state_key
 
     def on_train_start(self, trainer, pl_module) -> None:
         super().on_train_start(trainer, pl_module)
         self.checked_at = time.monotonic()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if pl_module.automatic_optimization:
-            return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        # Lightning 2.6's manual-optimisation branch honours every_n_train_steps only, never train_time_interval,
-        # and the fast path optimises manually: the interval is checked here, and the file written through the
-        # Trainer's public save_checkpoint (atomic, with every callback's state)
         if trainer.sanity_checking or trainer.fast_dev_run:
             return
         now = time.monotonic()
@@ -86,6 +88,7 @@ class TimedLastCheckpoint(ModelCheckpoint):
             trainer.save_checkpoint(Path(self.dirpath) / f"{self.filename}{self.FILE_EXTENSION}")
 
 
+@no_unused_step_hooks
 class RNGState(L.Callback):
     """Saves torch's (CPU and CUDA), NumPy's and Python's generator states in every checkpoint; a resumed fit
     sets them back when training starts (after the sanity check, which Lightning runs with isolated RNG)."""
@@ -115,6 +118,7 @@ class RNGState(L.Callback):
             self._loaded = None
 
 
+@no_unused_step_hooks
 class LossExplosionGuard(L.Callback):
     """Stops training (``NonFiniteLossError`` naming the term and step) when a logged loss term exceeds
     ``factor`` times its first logged value (or the first total loss, whichever is larger), or is NaN/inf."""
