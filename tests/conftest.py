@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import os
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,6 +53,17 @@ def seeded_randomness():
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def environment_restored():
+    """Each test leaves os.environ as it found it: an in-process DDP fit (tests/test_ddp.py) sets MASTER_PORT and
+    other variables that every later subprocess would inherit, so a later DDP run in a subprocess would reuse an old
+    port instead of picking a free one."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture(autouse=True)
