@@ -28,6 +28,9 @@ Graph-safety contract of a loss term (what may run inside ``losses`` on the capt
   (``allocate``) or lazily during the eager warm-up steps;
 - randomness through torch's generators on the device (captured graphs advance the CUDA generator correctly).
 A term that cannot keep this runs with ``speed.capture_step=false``.
+Precision is the eager path's: ``losses`` runs under the trainer's autocast, backward and the optimizer step
+outside it (as Lightning's automatic step runs them), so a term's float32 region (``full_precision`` in
+``kd_lightning.distill.shared``) gets float32 gradients on both paths.
 """
 
 from __future__ import annotations
