@@ -17,6 +17,9 @@ run crosses at least two changes. A control case re-creates the old behaviour (a
 the graph) and must be caught. One line per case; exit status 1 on any mismatch.
 
     python scripts/conformance.py [--only SUBSTRING] [--out FILE.json]
+
+On CPU (``--device cpu``) there are no graphs: the fast path's manual step runs eagerly, so the check compares it
+with Lightning's automatic step; ``--cpu-precision bf16-mixed`` puts both under bf16 autocast, as on the GPU.
 """
 
 from __future__ import annotations
@@ -38,14 +41,15 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR, OneCycleLR
 
-from kd_lightning.data import ClassificationDataModule, SyntheticSource
-from kd_lightning.distill import CrossEntropy, SoftTargetKD
-from kd_lightning.fast import FastPath, graph_safe_optimizer
-from kd_lightning.models import DeepNN, LightNN
-from kd_lightning.modules import DistillationModule, SupervisedModule
-from kd_lightning.modules.schedules import warmup_cosine
-from kd_lightning.modules.supervised import lightning_scheduler
-from kd_lightning.train import build_module
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's kd_lightning, installed or not
+from kd_lightning.data import ClassificationDataModule, SyntheticSource  # noqa: E402
+from kd_lightning.distill import CrossEntropy, SoftTargetKD  # noqa: E402
+from kd_lightning.fast import FastPath, graph_safe_optimizer  # noqa: E402
+from kd_lightning.models import DeepNN, LightNN  # noqa: E402
+from kd_lightning.modules import DistillationModule, SupervisedModule  # noqa: E402
+from kd_lightning.modules.schedules import warmup_cosine  # noqa: E402
+from kd_lightning.modules.supervised import lightning_scheduler  # noqa: E402
+from kd_lightning.train import build_module  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS, BATCHES, BATCH = 4, 12, 128  # 48 steps; the last batch of each epoch is smaller (eager in both runs)
@@ -304,10 +308,13 @@ def main() -> int:
     parser.add_argument("--only", help="run the cases whose name contains this")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
-                        help="cpu: a dry run of this script (no graphs: both runs are eager)")
+                        help="cpu: no graphs, so the fast path's manual step (run eagerly) against Lightning's "
+                             "automatic step")
+    parser.add_argument("--cpu-precision", default="32-true", choices=["32-true", "bf16-mixed"],
+                        help="with --device cpu: bf16-mixed checks the manual step's autocast regions on CPU")
     args = parser.parse_args()
     if args.device == "cpu":
-        DEVICE.update(accelerator="cpu", precision="32-true")
+        DEVICE.update(accelerator="cpu", precision=args.cpu_precision)
     elif not torch.cuda.is_available():
         print("conformance: needs a CUDA GPU (the captured step only exists there)")
         return 2
@@ -317,7 +324,8 @@ def main() -> int:
         results = [*control_case(args.only), *matrix_cases(args.only), *experiment_cases(args.only, Path(workdir))]
     failed = [r["case"] for r in results if not r["ok"]]
     print(f"{len(results) - len(failed)} of {len(results)} cases conform ({time.perf_counter() - start:.0f} s, "
-          f"{torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu'}, torch {torch.__version__}, "
+          f"{torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu ' + DEVICE['precision']}, "
+          f"torch {torch.__version__}, "
           f"tolerance {TOLERANCE})")
     if failed:
         print("MISMATCH: " + "; ".join(failed))

@@ -23,11 +23,10 @@ import time
 from pathlib import Path
 
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's kd_lightning, installed or not
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-
 from kd_lightning.fast import capture  # noqa: E402
 from kd_lightning.train import train  # noqa: E402
 
