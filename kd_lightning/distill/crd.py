@@ -14,13 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kd_lightning.distill.distributed import (
-    broadcast_from_first,
-    first_occurrences,
-    gather_batches,
-    mean_over_ranks,
-    world_size,
-)
+from kd_lightning.distill.distributed import broadcast_from_first, gather_samples, mean_over_ranks, world_size
 from kd_lightning.distill.shared import full_precision
 from kd_lightning.distill.taps import Outputs
 from kd_lightning.distill.terms import FeatureTerm
@@ -224,9 +218,7 @@ class CRD(FeatureTerm):
             with torch.no_grad():
                 self.normalizer.copy_(z)
                 if world_size() > 1:  # every rank's rows, the same update on every rank
-                    index = gather_batches(index)
-                    both = gather_batches(torch.cat([v_s, v_t], dim=1))[first_occurrences(index, n)]
-                    v_s, v_t = both.split([self.feat_dim] * 2, dim=1)
+                    index, (v_s, v_t) = gather_samples(index, [v_s, v_t], n)
                 self.update(self.memory_s, index, v_s)
                 self.update(self.memory_t, index, v_t)
         return loss

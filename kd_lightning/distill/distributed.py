@@ -32,6 +32,15 @@ def gather_batches(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def gather_samples(index: torch.Tensor, values: list[torch.Tensor], num_rows: int) -> tuple[torch.Tensor, list]:
+    """Every rank's sample ``index`` and per-sample ``values`` (rows matching ``index``), gathered in rank order; a
+    sample that two ranks hold (shard padding) gets the first rank's values in every repeat (:func:`first_occurrences`),
+    so a later ``index_copy_`` writes the same bits on every rank."""
+    everyone = gather_batches(index)
+    first = first_occurrences(everyone, num_rows)
+    return everyone, [gather_batches(value)[first] for value in values]
+
+
 def mean_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
     """The element-wise mean of ``tensor`` over the ranks (the tensor itself in a single process)."""
     size = world_size()

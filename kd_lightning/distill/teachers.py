@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from kd_lightning.distill.cache import TeacherCache
-from kd_lightning.distill.distributed import first_occurrences, gather_batches, world_size
+from kd_lightning.distill.distributed import gather_samples, world_size
 from kd_lightning.distill.ensemble import TeacherEnsemble, normalised_weights
 from kd_lightning.distill.taps import FeatureTaps, Outputs
 from kd_lightning.distill.terms import LossTerm
@@ -172,11 +172,10 @@ class CachedTeacher(Teacher):
             return self.cache.lookup(index)
         outputs = self.inner.outputs(x, index)
         if world_size() > 1:
-            dtype, everyone = self.cache.dtype, gather_batches(index)
-            first = first_occurrences(everyone, self.cache.num_samples)  # a padded repeat: the first rank's bits
-            self.cache.store(everyone, Outputs(
-                gather_batches(outputs.logits.to(dtype))[first],
-                {path: gather_batches(f.to(dtype))[first] for path, f in outputs.features.items()}))
+            paths, dtype = list(outputs.features), self.cache.dtype
+            everyone, (logits, *features) = gather_samples(
+                index, [outputs.logits.to(dtype), *(outputs.features[p].to(dtype) for p in paths)], self.cache.num_samples)
+            self.cache.store(everyone, Outputs(logits, dict(zip(paths, features))))
         else:
             self.cache.store(index, outputs)
         return outputs
