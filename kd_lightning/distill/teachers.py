@@ -173,8 +173,8 @@ class CachedTeacher(Teacher):
         outputs = self.inner.outputs(x, index)
         if world_size() > 1:
             paths, dtype = list(outputs.features), self.cache.dtype
-            everyone, (logits, *features) = gather_samples(
-                index, [outputs.logits.to(dtype), *(outputs.features[p].to(dtype) for p in paths)], self.cache.num_samples)
+            values = [outputs.logits.to(dtype), *(outputs.features[p].to(dtype) for p in paths)]
+            everyone, (logits, *features) = gather_samples(index, values, self.cache.num_samples)
             self.cache.store(everyone, Outputs(logits, dict(zip(paths, features))))
         else:
             self.cache.store(index, outputs)
