@@ -134,7 +134,7 @@ def _fit_and_test(cfg: DictConfig, overrides: list[str], output_dir: Path, conte
             "params": sum(p.numel() for p in module.net.parameters()),
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
-            "train_time_s": round(time.perf_counter() - start, 2),
+            "train_time_s": round(_earlier_seconds(trainer) + time.perf_counter() - start, 2),  # resumes: all fits
             "val/acc": _metric(trainer.callback_metrics.get("val/acc")),
             "images_per_s": _metric(_steady_images_per_s(trainer)),
             "data": _data_record(cfg),
@@ -274,10 +274,20 @@ def _data_record(cfg: DictConfig) -> dict:
             "val_size": cfg.data.get("val_size")}
 
 
+def _throughput(trainer: L.Trainer) -> EpochThroughput | None:
+    return next((c for c in trainer.callbacks if isinstance(c, EpochThroughput)), None)
+
+
 def _steady_images_per_s(trainer: L.Trainer) -> float | None:
     """The training rate free of start-up costs, if an EpochThroughput callback measured it."""
-    throughput = next((c for c in trainer.callbacks if isinstance(c, EpochThroughput)), None)
+    throughput = _throughput(trainer)
     return throughput.steady_images_per_s if throughput else None
+
+
+def _earlier_seconds(trainer: L.Trainer) -> float:
+    """Training time of the interrupted fits a resumed run continues (kept in its checkpoint), if measured."""
+    throughput = _throughput(trainer)
+    return throughput.earlier_seconds if throughput else 0.0
 
 
 def _metric(value) -> float | None:

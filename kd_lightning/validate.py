@@ -8,6 +8,7 @@ Data itself (images vs labels, label range, readable files) is checked where it 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from kd_lightning.errors import ConfigError
 
+log = logging.getLogger(__name__)
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "64")
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -103,6 +105,33 @@ def _problems(cfg: DictConfig) -> list[str]:
                                 + (", each > 0" if stat == "std" else ""))
     problems += _term_problems(cfg)
     problems += _teacher_problems(cfg)
+    problems += _recipe_problems(cfg)
+    return problems
+
+
+def _recipe_problems(cfg: DictConfig) -> list[str]:
+    """``recipe.epochs`` / ``recipe.steps`` set with no recipe selected (``recipe=none``) would be ignored silently: a
+    problem. Under a recipe, a trainer length set apart from the recipe's keeps the published milestones: a warning
+    (``+debug=...`` and benchmarks do it on purpose)."""
+    problems = []
+    for unit, limit in (("epochs", "max_epochs"), ("steps", "max_steps")):
+        value = _select(cfg, f"recipe.{unit}")
+        if isinstance(value, str) and value == "<absent>" or value is None:
+            continue
+        trainer = cfg.get("trainer")
+        raw = OmegaConf.to_container(trainer, resolve=False).get(limit) if isinstance(trainer, DictConfig) else None
+        if raw == f"${{recipe.{unit}}}":
+            continue
+        if _select(cfg, "recipe.name") == "none":
+            users = sorted(p.stem for p in (CONF_DIR / "recipe").glob("*.yaml")
+                           if f"{limit}: ${{recipe.{unit}}}" in p.read_text())
+            problems.append(f"recipe.{unit}={value!r}: no recipe is selected, so nothing takes its length from it "
+                            f"(trainer.{limit} is {raw!r}); recipes measured in {unit}: {', '.join(users)} "
+                            f"(recipe=NAME or an experiment that selects one)")
+        else:
+            log.warning("trainer.%s=%s is set apart from the recipe's length (recipe.%s=%s): the schedule's milestones "
+                        "stay where the recipe puts them; recipe.%s=%s would scale them", limit, raw, unit, value, unit,
+                        raw)
     return problems
 
 

@@ -135,3 +135,38 @@ def test_a_resumed_run_reads_the_teacher_cache_it_saved(tmp_path, interrupt_at, 
     resumed = train(compose_run(tmp_path / "i", *run))
     assert resumed["resumed_from"].endswith("last.ckpt")
     assert_same_run(resumed, uninterrupted)
+
+
+def test_a_resumed_runs_training_time_counts_the_fits_before_the_interruption(tmp_path, interrupt_at):
+    """A run cut at the end of its first wave by a time limit and resumed reported only the last epochs' time."""
+    interrupt_at(1, 2)
+    with pytest.raises(SystemExit):
+        train(compose_run(tmp_path, *RUN))
+    last = next((tmp_path / "mnist_teacher").iterdir()) / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=False)
+    assert 0 < checkpoint["callbacks"]["EpochThroughput"]["train_seconds"] < 600  # the time so far, saved with it
+    checkpoint["callbacks"]["EpochThroughput"]["train_seconds"] = 1000.0  # as if the first fit had taken that long
+    torch.save(checkpoint, last)
+    resumed = train(compose_run(tmp_path, *RUN))
+    assert resumed["resumed_from"] == str(last) and 1000 < resumed["train_time_s"] < 1600
+
+
+def test_a_resumed_crd_run_continues_its_memory_banks_and_ends_equal(tmp_path, interrupt_at, teacher_state):
+    """CRD's banks, normaliser and negatives (drawn from the other classes) after a resume inside an epoch: the run
+    ends with the uninterrupted run's weights, banks included (they are buffers of the module's state)."""
+    from hydra.utils import instantiate
+
+    run = ["+experiment=cifar10_crd", "trainer.max_epochs=2", "data.source.num_train=320", "data.val_size=64",
+           "data.batch_size=32", "trainer.limit_train_batches=1.0", "trainer.precision=32",
+           "distill.terms.crd.nce_k=64", "+distill.terms.crd.negatives=other_class",
+           "callbacks.last_checkpoint.minutes=1e-9"]
+    teacher = teacher_state(instantiate(compose_run(tmp_path, *run).teacher.net))
+    run.append(f"teacher.checkpoint={teacher}")
+    uninterrupted = train(compose_run(tmp_path / "u", *run))
+    assert any(k.endswith("memory_s") for k in weights(uninterrupted))
+    interrupt_at(1, 3)
+    with pytest.raises(SystemExit):
+        train(compose_run(tmp_path / "i", *run))
+    resumed = train(compose_run(tmp_path / "i", *run))
+    assert resumed["resumed_from"].endswith("last.ckpt")
+    assert_same_run(resumed, uninterrupted)

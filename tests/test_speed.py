@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 
 from kd_lightning.data import ClassificationDataModule, SyntheticSource
+from kd_lightning.errors import ConfigError
 from kd_lightning.distill import RKD, CachedTeacher, CrossEntropy, HintMSE, SimilarityPreserving, SoftTargetKD
 from kd_lightning.models import DeepNN, LightNN
 from kd_lightning.fast import FastPath, MatmulBiasGradConv2d, graph_safe_optimizer, use_matmul_bias_grad
@@ -345,3 +346,14 @@ def test_the_host_work_of_a_fast_step_stays_bounded():
     found = re.search(r"cifar10_kd: (\d+) Python calls per step", result.stdout)
     assert result.returncode == 0 and found, result.stdout[-2000:] + result.stderr[-2000:]
     assert 300 < int(found.group(1)) < 1100, found.group(0)
+
+
+def test_a_run_limited_only_by_time_trains_with_a_step_schedule_and_names_what_a_one_cycle_lacks(tmp_path):
+    """max_epochs=-1 with trainer.max_time (the zoo benchmark's runs): MultiStepLR needs no length, but every
+    scheduler was handed one, and Lightning's infinite estimate raised OverflowError before the first step."""
+    module = SupervisedModule(LightNN(), SGD, scheduler=SCHEDULES["multistep per epoch"])
+    trainer = fit(module, data(), tmp_path, epochs=-1, max_time={"seconds": 0.5})
+    assert trainer.global_step > 0
+    with pytest.raises(ConfigError, match=r"trainer.max_epochs=-1 and trainer.max_steps=-1 .*set trainer.max_epochs"):
+        fit(SupervisedModule(LightNN(), SGD, scheduler=SCHEDULES["one-cycle per step"]), data(), tmp_path, epochs=-1,
+            max_time={"seconds": 0.5})

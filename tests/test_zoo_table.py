@@ -62,6 +62,34 @@ def test_recipe_length_scales_the_other_recipes_too(make_config):
     assert (he.trainer.max_steps, list(he.scheduler.milestones)) == (6400, [3200, 4800])
 
 
+def test_a_multiruns_recipe_length_composes_before_the_jobs_pick_their_recipe():
+    """Hydra composes a multirun's command line once without the swept experiments (no recipe yet): recipe.epochs=30
+    failed there ("Key 'recipe' is not in struct"), so the README's shortened table never started."""
+    from kd_lightning.validate import validate
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        base = compose("train", overrides=["sweep=cifar10_zoo_table", "recipe.epochs=30"])
+        assert base.recipe.epochs == 30
+        alone = compose("train", overrides=["+experiment=cifar10_kd", "recipe.epochs=30"])  # no recipe uses it
+        stepped = compose("train", overrides=["+experiment=cifar10/he_resnet", "recipe.steps=640"])
+    with pytest.raises(ConfigError, match=r"recipe.epochs=30: no recipe is selected.*trainer.max_epochs is 10.* at_wrn, crd"):
+        validate(alone)
+    validate(stepped)
+
+
+def test_a_trainer_length_apart_from_the_recipe_warns_that_the_milestones_stay(make_config, caplog):
+    """trainer.max_epochs=30 under recipe=crd trains 30 epochs at a constant rate (milestones 150/180/210)."""
+    from kd_lightning.validate import validate
+
+    cfg = make_config("+experiment=cifar10/kd", "trainer.max_epochs=30", fast=False)
+    validate(cfg)
+    assert "trainer.max_epochs=30 is set apart from the recipe's length (recipe.epochs=240)" in caplog.text
+    assert "recipe.epochs=30 would scale them" in caplog.text
+    caplog.clear()
+    validate(make_config("+experiment=cifar10/kd", "recipe.epochs=30", fast=False))
+    assert "set apart" not in caplog.text
+
+
 def table_jobs(tmp_path, *overrides):
     jobs = []
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):

@@ -30,14 +30,28 @@ class EpochThroughput(L.Callback):
         self.images = 0
         self.seconds: float | None = None
         self.rates: list[float] = []
+        self.fit_start: float | None = None
+        self.earlier_seconds = 0.0  # the interrupted fits this run resumed from (restored from the checkpoint)
 
     @property
     def steady_images_per_s(self) -> float | None:
         """This fit's training rate without start-up costs (:func:`median_after_first`)."""
         return median_after_first(self.rates)
 
+    @property
+    def train_seconds(self) -> float:
+        """Wall time of this run's fits so far: this one since it started and the ones it resumed from."""
+        return self.earlier_seconds + (time.perf_counter() - self.fit_start if self.fit_start is not None else 0.0)
+
+    def state_dict(self) -> dict:  # in every checkpoint: a resumed run's time counts the work before the interruption
+        return {"train_seconds": self.train_seconds}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.earlier_seconds = float(state_dict.get("train_seconds", 0.0))
+
     def on_fit_start(self, trainer, pl_module) -> None:
         self.rates = []
+        self.fit_start = time.perf_counter()
 
     @staticmethod
     def _now(device: torch.device) -> float:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
+import math
 from collections.abc import Callable, Collection, Mapping
 
 import lightning.pytorch as L
@@ -235,8 +237,14 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         kwargs = {"optimizer": optimizer}
-        if _wants(self.scheduler_factory, "total_steps"):  # OneCycleLR, warm-up + cosine: the fit's length
-            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        if _needs_length(self.scheduler_factory):  # OneCycleLR, warm-up + cosine: the fit's length
+            steps = self.trainer.estimated_stepping_batches
+            if not math.isfinite(steps):
+                raise ConfigError(
+                    f"the learning-rate schedule needs the fit's length in steps, but trainer.max_epochs="
+                    f"{self.trainer.max_epochs} and trainer.max_steps={self.trainer.max_steps} set none (a time "
+                    f"limit, trainer.max_time, is no length): set trainer.max_epochs or trainer.max_steps")
+            kwargs["total_steps"] = int(steps)
         if _wants(self.scheduler_factory, "total_epochs"):
             kwargs["total_epochs"] = self.trainer.max_epochs
         scheduler = self.scheduler_factory(**kwargs)  # a scheduler, or Lightning's dict with its interval
@@ -260,6 +268,15 @@ def _wants(factory: Callable, name: str) -> bool:
     """Whether ``factory`` takes argument ``name`` and nothing has set it (no default but None)."""
     parameter = inspect.signature(factory).parameters.get(name)
     return parameter is not None and parameter.default in (inspect.Parameter.empty, None)
+
+
+def _needs_length(factory: Callable) -> bool:
+    """Whether ``factory`` needs the fit's length: it takes an unset ``total_steps``, or it is
+    :func:`lightning_scheduler` around a scheduler that does (MultiStepLR does not: it runs without a limit)."""
+    if isinstance(factory, functools.partial) and factory.func is lightning_scheduler:
+        inner = factory.args[0] if factory.args else factory.keywords.get("factory")
+        return inner is not None and _wants(inner, "total_steps")
+    return _wants(factory, "total_steps")
 
 
 def lightning_scheduler(
