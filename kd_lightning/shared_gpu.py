@@ -87,9 +87,21 @@ def _split_callbacks(context: HydraContext) -> tuple[HydraContext, list]:
     return HydraContext(config_loader=context.config_loader, callbacks=callbacks), tables
 
 
+def execute_job(*args) -> JobReturn:
+    """hydra-joblib-launcher's ``execute_job``, in a loky worker whose default multiprocessing context is loky's own:
+    a DataLoader's worker processes started from there failed ("'Process' object has no attribute 'env'"), so the
+    platform's default start method (fork on Linux) is put back first."""
+    import multiprocessing
+
+    from hydra_plugins.hydra_joblib_launcher._core import execute_job as joblib_execute_job
+
+    multiprocessing.set_start_method(multiprocessing.get_all_start_methods()[0], force=True)
+    return joblib_execute_job(*args)
+
+
 def launch_in_waves(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
     """What hydra-joblib-launcher's ``launch`` does (its ``execute_job`` in loky processes), wave by wave."""
-    from hydra_plugins.hydra_joblib_launcher._core import execute_job, process_joblib_cfg
+    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
     from joblib import Parallel, delayed
 
     setup_globals()

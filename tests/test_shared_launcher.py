@@ -35,12 +35,13 @@ def test_missing_joblib_launcher_names_the_pip_command(monkeypatch):
 
 
 def test_a_tiny_sweep_runs_two_jobs_at_once_teacher_first_and_writes_one_table(tmp_path):
-    """A real multirun in a subprocess (~30 s: the main process and two loky workers each import torch)."""
+    """A real multirun in a subprocess (~30 s: the main process and two loky workers each import torch), each job
+    with a DataLoader worker process (started from a loky worker, they failed until the start method was reset)."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install 'kd_lightning[shared]'")
     command = [
         sys.executable, "-m", "kd_lightning.train", "-m", "hydra/launcher=gpu_shared", "hydra.launcher.n_jobs=2",
         "+experiment=mnist_teacher,mnist_ce,mnist_kd", "data/source=synthetic", "data.source.num_train=320",
-        "data.source.num_test=32", "data.val_size=32", "data.num_workers=0", "trainer=cpu", "trainer.max_epochs=1",
+        "data.source.num_test=32", "data.val_size=32", "data.num_workers=1", "trainer=cpu", "trainer.max_epochs=1",
         "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
         "callbacks.progress_bar.refresh_rate=0", "logger=csv", f"paths.log_dir={tmp_path}",
     ]
