@@ -299,9 +299,8 @@ def ours_overrides(phase: Phase, settings: Settings, npz: Path, teacher_checkpoi
         "data/source=npz", f"data.source.path={npz}", f"data.num_classes={settings.num_classes}",
         f"data.val_size={settings.val_images}", f"data.batch_size={settings.batch}", "data.num_workers=0",
         # on the GPU: the first epoch (capture, start-up) plus the timed seconds; Lightning's Timer stops mid-epoch,
-        # and an unfinished epoch never enters EpochThroughput's rates (an epoch cap the time limit never reaches, so
-        # that the run has a length, as run under the recipe). On the CPU: two epochs
-        *(["trainer.max_epochs=10000", f"+trainer.max_time='00:00:00:{math.ceil(settings.seconds + 6):02d}'"]
+        # and an unfinished epoch never enters EpochThroughput's rates. On the CPU: two epochs
+        *(["trainer.max_epochs=-1", f"+trainer.max_time='00:00:00:{math.ceil(settings.seconds + 6):02d}'"]
           if settings.cuda else ["trainer.max_epochs=2"]),
         f"trainer.benchmark={str(settings.cudnn_benchmark).lower()}",
         "trainer.limit_val_batches=0", "+trainer.num_sanity_val_steps=0", "+trainer.enable_checkpointing=false",

@@ -357,3 +357,13 @@ def test_a_run_limited_only_by_time_trains_with_a_step_schedule_and_names_what_a
     with pytest.raises(ConfigError, match=r"trainer.max_epochs=-1 and trainer.max_steps=-1 .*set trainer.max_epochs"):
         fit(SupervisedModule(LightNN(), SGD, scheduler=SCHEDULES["one-cycle per step"]), data(), tmp_path, epochs=-1,
             max_time={"seconds": 0.5})
+
+
+def test_an_epoch_interval_schedule_that_needs_a_length_names_max_epochs_when_there_is_none():
+    optimizer = SGD(LightNN().parameters())
+    factory = functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1)
+    with pytest.raises(ConfigError, match=r"scheduler.interval=epoch.*trainer.max_epochs=-1 sets none"):
+        lightning_scheduler(factory, optimizer, total_steps=100, total_epochs=-1)
+    assert lightning_scheduler(factory, optimizer, total_epochs=5)["scheduler"].total_steps == 5
+    multistep = functools.partial(torch.optim.lr_scheduler.MultiStepLR, milestones=[2])
+    assert lightning_scheduler(multistep, optimizer, total_epochs=-1)["interval"] == "epoch"  # needs no length

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import math
@@ -237,14 +236,9 @@ class SupervisedModule(CheapHookLabels, L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         kwargs = {"optimizer": optimizer}
-        if _needs_length(self.scheduler_factory):  # OneCycleLR, warm-up + cosine: the fit's length
-            steps = self.trainer.estimated_stepping_batches
-            if not math.isfinite(steps):
-                raise ConfigError(
-                    f"the learning-rate schedule needs the fit's length in steps, but trainer.max_epochs="
-                    f"{self.trainer.max_epochs} and trainer.max_steps={self.trainer.max_steps} set none (a time "
-                    f"limit, trainer.max_time, is no length): set trainer.max_epochs or trainer.max_steps")
-            kwargs["total_steps"] = int(steps)
+        if _wants(self.scheduler_factory, "total_steps"):  # OneCycleLR, warm-up + cosine: the fit's length
+            steps = self.trainer.estimated_stepping_batches  # infinite when only trainer.max_time ends the fit
+            kwargs["total_steps"] = int(steps) if math.isfinite(steps) else None
         if _wants(self.scheduler_factory, "total_epochs"):
             kwargs["total_epochs"] = self.trainer.max_epochs
         scheduler = self.scheduler_factory(**kwargs)  # a scheduler, or Lightning's dict with its interval
@@ -270,15 +264,6 @@ def _wants(factory: Callable, name: str) -> bool:
     return parameter is not None and parameter.default in (inspect.Parameter.empty, None)
 
 
-def _needs_length(factory: Callable) -> bool:
-    """Whether ``factory`` needs the fit's length: it takes an unset ``total_steps``, or it is
-    :func:`lightning_scheduler` around a scheduler that does (MultiStepLR does not: it runs without a limit)."""
-    if isinstance(factory, functools.partial) and factory.func is lightning_scheduler:
-        inner = factory.args[0] if factory.args else factory.keywords.get("factory")
-        return inner is not None and _wants(inner, "total_steps")
-    return _wants(factory, "total_steps")
-
-
 def lightning_scheduler(
     factory: Callable[..., torch.optim.lr_scheduler.LRScheduler], optimizer: torch.optim.Optimizer,
     interval: str = "epoch", frequency: int = 1, total_steps: int | None = None, total_epochs: int | None = None,
@@ -286,12 +271,20 @@ def lightning_scheduler(
     """Lightning's scheduler config: ``factory(optimizer)`` stepped every ``frequency`` epochs or steps.
 
     A factory that takes ``total_steps`` and has it unset gets the fit's length in its own unit: optimizer
-    steps when ``interval`` is step, epochs when it is epoch.
+    steps when ``interval`` is step, epochs when it is epoch; a fit without one (``None``, or -1 epochs: only a
+    time limit ends it) is refused for such a factory. Others (MultiStepLR) run without a length.
     """
     if interval not in ("epoch", "step"):
         raise ConfigError(f"scheduler.interval must be 'epoch' or 'step', got {interval!r}")
     kwargs = {"optimizer": optimizer}
-    length = total_steps if interval == "step" else total_epochs
-    if length is not None and _wants(factory, "total_steps"):
+    if _wants(factory, "total_steps"):
+        length = total_steps if interval == "step" else total_epochs
+        if length is None or length < 1:
+            raise ConfigError(
+                "the learning-rate schedule needs the fit's length in steps, but trainer.max_epochs=-1 and "
+                "trainer.max_steps=-1 set none (a time limit, trainer.max_time, is no length): set "
+                "trainer.max_epochs or trainer.max_steps" if interval == "step" else
+                f"the learning-rate schedule (scheduler.interval=epoch) needs the fit's length in epochs, but "
+                f"trainer.max_epochs={length} sets none: set trainer.max_epochs, or scheduler.interval=step")
         kwargs["total_steps"] = length
     return {"scheduler": factory(**kwargs), "interval": interval, "frequency": frequency}
