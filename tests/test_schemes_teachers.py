@@ -378,6 +378,22 @@ def test_crd_bank_is_sized_at_fit_start_checkpointed_and_resumed(tmp_path):
         resumed.terms["crd"].allocate(40, "cpu")
 
 
+@pytest.mark.parametrize("resident", [False, True], ids=["dataloader", "resident"])
+def test_crd_labels_at_fit_start_are_the_batches_labels_at_their_indices(tmp_path, resident):
+    """Other-class negatives exclude the class that the labels given to allocate() put at each batch index: those
+    must be the batch's own targets (the training split in index order), on both data paths."""
+    crd = CRD("classifier.1", "classifier.1", student_dim=256, teacher_dim=512, nce_k=8, negatives="other_class")
+    module = DistillationModule(seeded(LightNN, 2), seeded(DeepNN, 1), {"ce": CrossEntropy(), "crd": crd}, ADAM)
+    seen, draw = [], crd.draw_negatives
+    crd.draw_negatives = lambda index, target: seen.append((index, target)) or draw(index, target)
+    datamodule = data(num_train=48)
+    datamodule.resident = resident
+    fit(module, datamodule, tmp_path, epochs=2)
+    assert len(seen) == 6 and len(torch.cat([i for i, _ in seen[:3]]).unique()) == 48
+    assert all(torch.equal(crd.labels[index], target) for index, target in seen)
+    assert (crd.labels != crd.labels[0]).any()  # several classes, so a misaligned index would be caught
+
+
 def test_crd_called_without_indices_or_an_allocated_bank_is_a_clear_error():
     crd = CRD("classifier.1", "classifier.1", student_dim=256, teacher_dim=512, nce_k=8)
     module = DistillationModule(LightNN(), DeepNN(), {"crd": crd}, ADAM)

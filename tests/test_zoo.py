@@ -298,6 +298,27 @@ def test_crd_other_class_negatives_never_share_the_anchors_class_and_cover_the_r
     assert (labels[uniform.draw_negatives(index, labels[index])] == labels[index].unsqueeze(1)).any()
 
 
+def test_crd_other_class_negatives_are_distinct_and_uniform_unless_a_class_has_too_few_others():
+    """RepDistiller's loader: np.random.choice(other classes, k, replace=k > len(other classes))."""
+    torch.manual_seed(0)
+    labels = torch.tensor([0] * 2 + [1] * 20 + [2] * 8)[torch.randperm(30)]  # 28, 10 and 22 others
+    crd = CRD("s", "t", student_dim=4, teacher_dim=4, feat_dim=3, nce_k=15, negatives="other_class")
+    crd.allocate(30, "cpu", labels=labels)
+    anchors = {c: int((labels == c).nonzero()[0]) for c in range(3)}
+    index = torch.tensor([anchors[0], anchors[2], anchors[1]]).repeat(2000)
+    negatives = crd.draw_negatives(index, labels[index])
+    assert negatives.shape == (6000, 15)
+    assert (labels[negatives] != labels[index].unsqueeze(1)).all()
+    for row, anchor in zip(negatives[:6], index[:6]):
+        distinct = len(set(row.tolist()))
+        assert distinct == 15 if labels[anchor] != 1 else distinct <= 10  # class 1 has 10 others: replacement
+    for c, others in ((0, 28), (2, 22)):  # each other sample in a row with probability k / others
+        rows = negatives[labels[index] == c]
+        share = torch.zeros(30).index_add_(0, rows.flatten(), torch.ones(rows.numel())) / len(rows)
+        outside = labels != c
+        torch.testing.assert_close(share[outside], torch.full((others,), 15 / others), atol=0.05, rtol=0)
+
+
 def test_crd_other_class_configuration_errors():
     with pytest.raises(ConfigError, match="'uniform' or 'other_class', got 'same_class'"):
         CRD("s", "t", student_dim=4, teacher_dim=4, negatives="same_class")
