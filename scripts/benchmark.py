@@ -195,6 +195,8 @@ def main() -> None:
     zoo.add_argument("--cudnn-benchmark", action="store_true",
                      help="cuDNN autotuning for ours too (trainer.benchmark=true); hand and RepDistiller's loop always autotune")
     zoo.add_argument("--ours-override", nargs="*", default=[], help="extra overrides for ours, e.g. speed.capture_step=false")
+    zoo.add_argument("--ours-warmup", type=float, default=6.0, help="seconds ours may spend on start-up, its first "
+                     "epoch and capture before the timed ones (default 6; e.g. 180 with speed.compile=true)")
     parser.add_argument("--epochs", type=int, help="epochs per phase (default: 10 on cuda as in the tutorial, 1 on cpu)")
     parser.add_argument("--data", type=Path, help="a Keras-style .npz of real data instead of random images")
     parser.add_argument("--configs", nargs="+", help="which of reference and our configs to run (default: all)")
@@ -241,7 +243,7 @@ def zoo_main(args) -> None:
         batch=args.batch or (8 if cpu else 128), repdistiller_batch=args.repdistiller_batch or (8 if cpu else 64),
         workers=args.workers if args.workers is not None else (0 if cpu else 8),
         train_images=args.train_images or (96 if cpu else 50000), val_images=32 if cpu else 1000,
-        cudnn_benchmark=args.cudnn_benchmark, ours_overrides=tuple(args.ours_override),
+        cudnn_benchmark=args.cudnn_benchmark, ours_overrides=tuple(args.ours_override), ours_warmup=args.ours_warmup,
     )
     run(args.phases or list(PHASES), args.loops, settings, ROOT / "outputs" / "benchmark")
 

@@ -93,6 +93,7 @@ class Settings:
     num_classes: int = 100
     cudnn_benchmark: bool = False  # ours' trainer.benchmark (cuDNN autotuning); hand and RepDistiller always autotune
     ours_overrides: tuple[str, ...] = ()
+    ours_warmup: float = 6.0       # ours' allowance for start-up, its first epoch and capture (raise for speed.compile)
 
     @property
     def cuda(self) -> bool:
@@ -300,7 +301,7 @@ def ours_overrides(phase: Phase, settings: Settings, npz: Path, teacher_checkpoi
         f"data.val_size={settings.val_images}", f"data.batch_size={settings.batch}", "data.num_workers=0",
         # on the GPU: the first epoch (capture, start-up) plus the timed seconds; Lightning's Timer stops mid-epoch,
         # and an unfinished epoch never enters EpochThroughput's rates. On the CPU: two epochs
-        *(["trainer.max_epochs=-1", f"+trainer.max_time='00:00:00:{math.ceil(settings.seconds + 6):02d}'"]
+        *(["trainer.max_epochs=-1", f"+trainer.max_time={max_time(settings.seconds + settings.ours_warmup)}"]
           if settings.cuda else ["trainer.max_epochs=2"]),
         f"trainer.benchmark={str(settings.cudnn_benchmark).lower()}",
         "trainer.limit_val_batches=0", "+trainer.num_sanity_val_steps=0", "+trainer.enable_checkpointing=false",
@@ -310,6 +311,12 @@ def ours_overrides(phase: Phase, settings: Settings, npz: Path, teacher_checkpoi
         *([f"teacher.checkpoint={teacher_checkpoint}"] if teacher_checkpoint else []),
         *settings.ours_overrides,
     ]
+
+
+def max_time(seconds: float) -> str:
+    """Lightning's ``DD:HH:MM:SS`` for ``seconds`` rounded up."""
+    whole = math.ceil(seconds)
+    return f"'{whole // 86400:02d}:{whole // 3600 % 24:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}'"
 
 
 def measure_ours(phase: Phase, npz: Path, settings: Settings, work: Path) -> dict:
@@ -323,7 +330,10 @@ def measure_ours(phase: Phase, npz: Path, settings: Settings, work: Path) -> dic
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         cfg = compose("train", overrides=overrides)
     summary = train(cfg, overrides)
-    rate = summary["images_per_s"]  # None if not one epoch finished within the time (raise --seconds)
+    rate = summary["images_per_s"]  # None if no epoch after the first finished within the time
+    if not rate:
+        print(f"   ours: no epoch after the first ended within {settings.seconds + settings.ours_warmup:g} s "
+              f"({summary['epochs']} epochs): raise --ours-warmup (compilation, capture) or --seconds", flush=True)
     return {"images_per_s": round(rate) if rate else None, "seconds": summary["train_time_s"],
             "epochs": summary["epochs"], "batch": settings.batch, "run_dir": summary["run_dir"]}
 

@@ -71,6 +71,17 @@ def test_every_phase_composes_ours_with_its_networks_and_the_fast_profile(tmp_pa
 
 
 
+def test_ours_on_the_gpu_is_time_limited_to_the_warm_up_allowance_plus_the_timed_seconds(tmp_path):
+    """speed.compile's first epoch outlasted the fixed 6 s allowance on an H200 (no steady rate): --ours-warmup."""
+    assert zoo.max_time(9) == "'00:00:00:09'" and zoo.max_time(182.5) == "'00:00:03:03'"
+    assert zoo.max_time(90061) == "'01:01:01:01'"
+    gpu = zoo.Settings(device=torch.device("cuda"), seconds=3, ours_warmup=180)
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("train", overrides=zoo.ours_overrides(zoo.PHASES["resnet20"], gpu, tmp_path / "x.npz", None,
+                                                            tmp_path))
+    assert (cfg.trainer.max_epochs, cfg.trainer.max_time) == (-1, "00:00:03:03")
+
+
 def test_a_cpu_dry_run_measures_the_three_loops_and_writes_the_ratios(tmp_path, one_thread):
     """The whole zoo mode on one KD phase, tiny (16 training images, batch 4; ~15 s, most of it Lightning's set-up
     and ResNet-56's CPU forward)."""

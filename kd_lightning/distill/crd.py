@@ -60,8 +60,9 @@ class CRD(FeatureTerm):
     ``ContrastMemory`` fallback) or ``nce_k`` distinct ones from the training samples of the other classes
     (``negatives="other_class"``: RepDistiller's CIFAR-100 loader, mode "exact", whose ``np.random.choice`` draws
     without replacement unless a class has fewer than ``nce_k`` others; needs the training labels, which the
-    training module passes to :meth:`allocate`), with its own index as the positive: the student embedding is scored against the teacher bank and the teacher embedding against the
-    student bank, ``exp(v·m / nce_t)`` divided by a constant ``Z`` fixed from the first batch
+    training module passes to :meth:`allocate`), with its own index as the positive: the student embedding is
+    scored against the teacher bank and the teacher embedding against the student bank, ``exp(v·m / nce_t)``
+    divided by a constant ``Z`` fixed from the first batch
     (``mean · num_samples``), and the loss is the sum of the two :func:`nce_loss` values. Then the rows
     ``index`` of each bank move to ``nce_mom · old + (1 - nce_mom) · new`` and are renormalised.
 
@@ -71,10 +72,11 @@ class CRD(FeatureTerm):
     ``nce_k`` 16384, ``nce_t`` 0.07, ``nce_mom`` 0.5 (and weight β = 0.8 next to CE).
 
     Which negatives: with many classes the two samplers differ little (CIFAR-100: 1 % of uniform draws share
-    the anchor's class). With ten they do not: other-class negatives leave same-class samples free to collapse
-    onto one embedding, and on CIFAR-10 (ResNet-56 → ResNet-20, RepDistiller's protocol in 30 epochs, one H200,
-    seed 0, one teacher) CRD reached 87.76 % with them against 89.84 % with uniform ones (CE 89.26 ± 0.33; at
-    60 epochs other-class CRD 89.01 %, CE 90.85 %). The CIFAR-10 experiments therefore draw uniformly.
+    the anchor's class). With ten they do not: on CIFAR-10 (ResNet-56 → ResNet-20, RepDistiller's protocol in
+    30 epochs, one H200, seed 0, one teacher) CRD reached 87.76 % with other-class negatives against 89.84 % with
+    uniform ones (CE 89.26 ± 0.33; at 60 epochs other-class CRD 89.01 %, CE 90.85 %;
+    ``docs/results/cifar10_crd_negatives_h200_601da38.md``). A likely reason: no negative ever separates two
+    samples of one class, so the embedding may collapse each class. The CIFAR-10 experiments draw uniformly.
 
     Under DDP the banks are one logical bank, a copy on every rank: :meth:`allocate` broadcasts rank 0's
     initial rows, and each step every rank gathers all ranks' indices and embeddings
