@@ -367,3 +367,45 @@ def test_an_epoch_interval_schedule_that_needs_a_length_names_max_epochs_when_th
     assert lightning_scheduler(factory, optimizer, total_epochs=5)["scheduler"].total_steps == 5
     multistep = functools.partial(torch.optim.lr_scheduler.MultiStepLR, milestones=[2])
     assert lightning_scheduler(multistep, optimizer, total_epochs=-1)["interval"] == "epoch"  # needs no length
+
+
+
+COMPILE_SGD = functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9)
+
+
+def compiled_pair(hint: bool) -> DistillationModule:
+    """The tutorial pair without dropout (compiled code draws other dropout masks than eager code)."""
+    torch.manual_seed(0)
+    terms = {"ce": CrossEntropy(0.5), "kd": SoftTargetKD(0.5, 4.0)}
+    if hint:
+        terms["hint"] = HintMSE("features", "features", torch.nn.Conv2d(16, 32, 3, padding=1), weight=0.25)
+    return DistillationModule(LightNN(dropout=0.0), DeepNN(dropout=0.0), terms, COMPILE_SGD)
+
+
+def trained_weights(module, tmp_path, compile_: bool) -> torch.Tensor:
+    fit(module, data(), tmp_path, epochs=1, speed={"compile": compile_})
+    return torch.cat([p.detach().flatten() for p in module.net.parameters()])
+
+
+def test_compiled_networks_train_like_eager_ones_taps_included(tmp_path):
+    """speed.compile compiles the student and the teacher in place, their taps (forward hooks) inside the compiled
+    call: the weights of eager training, within float reordering."""
+    start = torch.cat([p.detach().flatten() for p in compiled_pair(True).net.parameters()])
+    eager = trained_weights(compiled_pair(True), tmp_path, False)
+    module = compiled_pair(True)
+    compiled = trained_weights(module, tmp_path, True)
+    assert all(getattr(net, "_compiled_call_impl", None) is not None for net in module.networks())
+    assert not any("_orig_mod" in k for k in module.state_dict())  # compiled in place: the same checkpoint keys
+    assert (eager - start).abs().max() > 1e-3  # it trained
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+
+
+def test_a_compiled_network_records_its_taps_after_one_of_its_class_compiled_without_them(tmp_path):
+    """Dynamo by default does not guard on a module's hooks, and one process compiles many instances of a class
+    (a multirun's jobs; a teacher and student of one class): code compiled for a LightNN without taps was reused for
+    one with taps, whose hooks then never ran (KeyError: 'features' in the hint term)."""
+    trained_weights(compiled_pair(False), tmp_path, True)
+    module = compiled_pair(True)
+    trained_weights(module, tmp_path, True)
+    x = torch.randn(4, 3, 32, 32)
+    assert module.student_taps(x).features["features"].shape == (4, 16, 8, 8)

@@ -196,6 +196,11 @@ class FastPath(L.Callback):
             pl_module.prepare_in_step = True  # the step prepares training batches (inside the graph)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.options.compile:
+            # Dynamo does not guard on module hooks by default, and compiled code is shared by every instance of a
+            # class: a network compiled with no taps (a multirun's earlier job in this process, or a teacher of the
+            # student's class) handed its code to one whose taps then never recorded. Guarding makes it recompile.
+            torch._dynamo.config.skip_nnmodule_hook_guards = False
         for net in getattr(pl_module, "networks", lambda: [pl_module])():
             if self.options.matmul_bias_grad:
                 use_matmul_bias_grad(net)
