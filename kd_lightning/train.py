@@ -134,7 +134,7 @@ def _fit_and_test(cfg: DictConfig, overrides: list[str], output_dir: Path, conte
             "params": sum(p.numel() for p in module.net.parameters()),
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
-            "train_time_s": round(_earlier_seconds(trainer) + time.perf_counter() - start, 2),  # resumes: all fits
+            "train_time_s": round(_train_seconds(trainer, start), 2),  # a resumed run: all its fits
             "val/acc": _metric(trainer.callback_metrics.get("val/acc")),
             "images_per_s": _metric(_steady_images_per_s(trainer)),
             "data": _data_record(cfg),
@@ -284,10 +284,11 @@ def _steady_images_per_s(trainer: L.Trainer) -> float | None:
     return throughput.steady_images_per_s if throughput else None
 
 
-def _earlier_seconds(trainer: L.Trainer) -> float:
-    """Training time of the interrupted fits a resumed run continues (kept in its checkpoint), if measured."""
+def _train_seconds(trainer: L.Trainer, start: float) -> float:
+    """The run's training time by the EpochThroughput clock that its checkpoints keep (so a resumed run counts the
+    fits it continues); without that callback, this fit's since ``start``."""
     throughput = _throughput(trainer)
-    return throughput.earlier_seconds if throughput else 0.0
+    return throughput.train_seconds if throughput else time.perf_counter() - start
 
 
 def _metric(value) -> float | None:

@@ -116,7 +116,7 @@ def _recipe_problems(cfg: DictConfig) -> list[str]:
     problems = []
     for unit, limit in (("epochs", "max_epochs"), ("steps", "max_steps")):
         value = _select(cfg, f"recipe.{unit}")
-        if value is None or (isinstance(value, str) and value == "<absent>"):
+        if value is None or value == "<absent>":
             continue
         trainer = cfg.get("trainer")
         raw = OmegaConf.to_container(trainer, resolve=False).get(limit) if isinstance(trainer, DictConfig) else None
