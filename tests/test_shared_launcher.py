@@ -57,3 +57,58 @@ def test_a_tiny_sweep_runs_two_jobs_at_once_teacher_first_and_writes_one_table(t
     rows = [line for line in tables[0].read_text().splitlines() if line.startswith("| mnist_")]
     assert sorted(row.split(" | ")[0] for row in rows) == ["| mnist_ce", "| mnist_kd", "| mnist_teacher"]
     assert "Sweep wall time:" in log and "for 3 jobs" in log
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p.name) for p in Path("/proc").glob("[0-9]*")
+            if (p / "stat").exists() and _ppid(p) == pid]
+
+
+def _ppid(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc (Linux)")
+def test_sigterm_to_the_sweep_stops_its_workers_and_each_running_job_is_written_as_interrupted(tmp_path):
+    """SIGTERM to the sweep's process alone (``kill PID``, a scheduler's limit) used to end that process and leave
+    the loky workers training their jobs and then idling; now the workers stop and both running jobs say where."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install 'kd_lightning[shared]'")
+    import contextlib
+    import json
+    import os
+    import signal
+    import time
+
+    command = [
+        sys.executable, "-m", "kd_lightning.train", "-m", "hydra/launcher=gpu_shared", "hydra.launcher.n_jobs=2",
+        "+experiment=mnist_teacher,mnist_ce", "data/source=synthetic", "data.source.num_train=320",
+        "data.source.num_test=32", "data.val_size=32", "trainer=cpu", "trainer.max_epochs=100000",
+        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "callbacks.progress_bar.refresh_rate=0",
+        "logger=csv", f"paths.log_dir={tmp_path}",
+    ]
+    sweep = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and len(list(tmp_path.glob("mnist_*/*/checkpoints/last.ckpt"))) < 2:
+            assert sweep.poll() is None, sweep.stdout.read()[-3000:]
+            time.sleep(0.5)
+        workers = _children(sweep.pid)
+        assert len(list(tmp_path.glob("mnist_*/*/checkpoints/last.ckpt"))) == 2 and workers
+        os.kill(sweep.pid, signal.SIGTERM)
+        log = sweep.communicate(timeout=90)[0]
+    finally:
+        for pid in [sweep.pid, *workers]:  # before the fix the workers outlived the sweep: no orphans on failure
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert sweep.returncode != 0
+    assert "SIGTERM: stopping 2 worker processes" in log and "the same command skips its finished jobs" in log, log[-3000:]
+    time.sleep(2)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists() and _ppid(Path(f"/proc/{pid}")) is not None
+                and "Z" not in (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0]], "workers left"
+    summaries = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("mnist_*/*/summary.json"))]
+    assert [s["status"] for s in summaries] == ["interrupted", "interrupted"]
+    assert all(s["resume"].startswith("resume with: python -m kd_lightning.train") for s in summaries)

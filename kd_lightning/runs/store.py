@@ -79,6 +79,18 @@ class RunLock:
             fcntl.flock(self.file, fcntl.LOCK_UN)
             self.file.close()
 
+    @staticmethod
+    def held(folder: Path) -> bool:
+        """Whether a process holds ``folder``'s lock now (is training into it); False for a folder without one."""
+        try:
+            with open(Path(folder) / ".lock") as file:
+                fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released on close
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return False
+
 
 def _version(package: str) -> str | None:
     try:
