@@ -1,7 +1,12 @@
 """hydra/launcher=gpu_shared: jobs in teacher-first waves, several at once, one table kept by the sweep's process."""
 
+import contextlib
+import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,16 +64,20 @@ def test_a_tiny_sweep_runs_two_jobs_at_once_teacher_first_and_writes_one_table(t
     assert "Sweep wall time:" in log and "for 3 jobs" in log
 
 
-def _children(pid: int) -> list[int]:
-    return [int(p.name) for p in Path("/proc").glob("[0-9]*")
-            if (p / "stat").exists() and _ppid(p) == pid]
-
-
-def _ppid(proc: Path) -> int | None:
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...); empty once the process is gone."""
     try:
-        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p.name) for p in Path("/proc").glob("[0-9]*") if _stat(int(p.name))[1:2] == [str(pid)]]
+
+
+def _alive(pid: int) -> bool:
+    return _stat(pid)[:1] not in ([], ["Z"])  # a zombie has ended
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc (Linux)")
@@ -76,12 +85,6 @@ def test_sigterm_to_the_sweep_stops_its_workers_and_each_running_job_is_written_
     """SIGTERM to the sweep's process alone (``kill PID``, a scheduler's limit) used to end that process and leave
     the loky workers training their jobs and then idling; now the workers stop and both running jobs say where."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install 'kd_lightning[shared]'")
-    import contextlib
-    import json
-    import os
-    import signal
-    import time
-
     command = [
         sys.executable, "-m", "kd_lightning.train", "-m", "hydra/launcher=gpu_shared", "hydra.launcher.n_jobs=2",
         "+experiment=mnist_teacher,mnist_ce", "data/source=synthetic", "data.source.num_train=320",
@@ -107,8 +110,7 @@ def test_sigterm_to_the_sweep_stops_its_workers_and_each_running_job_is_written_
     assert sweep.returncode != 0
     assert "SIGTERM: stopping 2 worker processes" in log and "the same command skips its finished jobs" in log, log[-3000:]
     time.sleep(2)
-    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists() and _ppid(Path(f"/proc/{pid}")) is not None
-                and "Z" not in (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0]], "workers left"
+    assert not [pid for pid in workers if _alive(pid)], "worker processes outlived the sweep"
     summaries = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("mnist_*/*/summary.json"))]
     assert [s["status"] for s in summaries] == ["interrupted", "interrupted"]
     assert all(s["resume"].startswith("resume with: python -m kd_lightning.train") for s in summaries)
