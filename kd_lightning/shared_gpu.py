@@ -103,6 +103,7 @@ def execute_job(*args) -> JobReturn:
 def launch_in_waves(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
     """What hydra-joblib-launcher's ``launch`` does (its ``execute_job`` in loky processes), wave by wave."""
     from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+    from joblib import Parallel, delayed
 
     setup_globals()
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
@@ -112,32 +113,20 @@ def launch_in_waves(launcher, job_overrides: Sequence[Sequence[str]], initial_jo
     folders = [_job_folders(launcher, overrides) for overrides in job_overrides]
     waves = job_waves([f[0] for f in folders], [f[1] for f in folders])
     worker_context, tables = _split_callbacks(launcher.hydra_context)
-    returns: list[JobReturn | None] = [None] * len(job_overrides)
-    try:
-        with stop_jobs_on_signal([f[0] for f in folders], grace=launcher.stop_grace):
-            _run_waves(launcher, job_overrides, initial_job_idx, waves, joblib_cfg, worker_context, tables, returns)
-    except KeyboardInterrupt:
-        log.warning("gpu_shared: the sweep stopped; the same command skips its finished jobs and resumes the others "
-                    "from their last.ckpt")
-        raise
-    return returns
-
-
-def _run_waves(launcher, job_overrides, initial_job_idx, waves, joblib_cfg, worker_context, tables, returns) -> None:
-    """The waves one after another, each job's result into ``returns`` (and the table) as its wave ends."""
-    from joblib import Parallel, delayed
-
     singleton_state = Singleton.get_state()
-    for number, wave in enumerate(waves, 1):
-        log.info("gpu_shared: wave %d of %d, %d jobs, %d at a time:\n%s", number, len(waves), len(wave),
-                 launcher.n_jobs, "\n".join(f"\t#{initial_job_idx + i} : {' '.join(filter_overrides(job_overrides[i]))}"
-                                            for i in wave))
-        results = Parallel(**joblib_cfg)(
-            delayed(execute_job)(initial_job_idx + i, job_overrides[i], worker_context, launcher.config,
-                                 launcher.task_function, singleton_state)
-            for i in wave
-        )
-        for i, result in zip(wave, results):
-            returns[i] = result
-            for table in tables:
-                table.on_job_end(config=launcher.config, job_return=result)
+    returns: list[JobReturn | None] = [None] * len(job_overrides)
+    with stop_jobs_on_signal([f[0] for f in folders], grace=launcher.stop_grace):
+        for number, wave in enumerate(waves, 1):
+            log.info("gpu_shared: wave %d of %d, %d jobs, %d at a time:\n%s", number, len(waves), len(wave),
+                     launcher.n_jobs, "\n".join(f"\t#{initial_job_idx + i} : {' '.join(filter_overrides(job_overrides[i]))}"
+                                                for i in wave))
+            results = Parallel(**joblib_cfg)(
+                delayed(execute_job)(initial_job_idx + i, job_overrides[i], worker_context, launcher.config,
+                                     launcher.task_function, singleton_state)
+                for i in wave
+            )
+            for i, result in zip(wave, results):
+                returns[i] = result
+                for table in tables:
+                    table.on_job_end(config=launcher.config, job_return=result)
+    return returns

@@ -13,6 +13,7 @@ import pytest
 
 from kd_lightning.errors import KDError
 from kd_lightning import shared_gpu as shared
+from kd_lightning.runs.stop import worker_processes
 from kd_lightning.shared_gpu import job_waves
 
 from conftest import ROOT
@@ -64,20 +65,12 @@ def test_a_tiny_sweep_runs_two_jobs_at_once_teacher_first_and_writes_one_table(t
     assert "Sweep wall time:" in log and "for 3 jobs" in log
 
 
-def _stat(pid: int) -> list[str]:
-    """The fields of /proc/PID/stat after the command name (state, ppid, ...); empty once the process is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return []
-
-
-def _children(pid: int) -> list[int]:
-    return [int(p.name) for p in Path("/proc").glob("[0-9]*") if _stat(int(p.name))[1:2] == [str(pid)]]
-
-
 def _alive(pid: int) -> bool:
-    return _stat(pid)[:1] not in ([], ["Z"])  # a zombie has ended
+    """Whether process ``pid`` still runs (it exists and is not a zombie), from /proc/PID/stat's state field."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc (Linux)")
@@ -99,7 +92,7 @@ def test_sigterm_to_the_sweep_stops_its_workers_and_each_running_job_is_written_
         while time.monotonic() < deadline and len(list(tmp_path.glob("mnist_*/*/checkpoints/last.ckpt"))) < 2:
             assert sweep.poll() is None, sweep.stdout.read()[-3000:]
             time.sleep(0.5)
-        workers = _children(sweep.pid)
+        workers = worker_processes(sweep.pid)
         assert len(list(tmp_path.glob("mnist_*/*/checkpoints/last.ckpt"))) == 2 and workers
         os.kill(sweep.pid, signal.SIGTERM)
         log = sweep.communicate(timeout=90)[0]

@@ -61,6 +61,8 @@ def stop_jobs_on_signal(folders: Sequence[Path | None], grace: float = 30.0) -> 
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and any(RunLock.held(f) for f in folders if f is not None):
             time.sleep(0.2)
+        log.warning("gpu_shared: the sweep stopped; the same command skips its finished jobs and resumes the others "
+                    "from their last.ckpt")
         raise KeyboardInterrupt
 
     for sig, handler in previous.items():
