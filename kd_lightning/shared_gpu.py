@@ -111,11 +111,12 @@ def launch_in_waves(launcher, job_overrides: Sequence[Sequence[str]], initial_jo
     joblib_cfg = {**launcher.joblib, "n_jobs": launcher.n_jobs, "backend": "loky"}  # loky: Hydra's jobs need processes
     process_joblib_cfg(joblib_cfg)
     folders = [_job_folders(launcher, overrides) for overrides in job_overrides]
-    waves = job_waves([f[0] for f in folders], [f[1] for f in folders])
+    own = [f[0] for f in folders]
+    waves = job_waves(own, [f[1] for f in folders])
     worker_context, tables = _split_callbacks(launcher.hydra_context)
     singleton_state = Singleton.get_state()
     returns: list[JobReturn | None] = [None] * len(job_overrides)
-    with stop_jobs_on_signal([f[0] for f in folders], grace=launcher.stop_grace):
+    with stop_jobs_on_signal(own, grace=launcher.stop_grace):
         for number, wave in enumerate(waves, 1):
             log.info("gpu_shared: wave %d of %d, %d jobs, %d at a time:\n%s", number, len(waves), len(wave),
                      launcher.n_jobs, "\n".join(f"\t#{initial_job_idx + i} : {' '.join(filter_overrides(job_overrides[i]))}"

@@ -13,7 +13,7 @@ import pytest
 
 from kd_lightning.errors import KDError
 from kd_lightning import shared_gpu as shared
-from kd_lightning.runs.stop import worker_processes
+from kd_lightning.runs.stop import stat_fields, worker_processes
 from kd_lightning.shared_gpu import job_waves
 
 from conftest import ROOT
@@ -67,10 +67,8 @@ def test_a_tiny_sweep_runs_two_jobs_at_once_teacher_first_and_writes_one_table(t
 
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` still runs (it exists and is not a zombie), from /proc/PID/stat's state field."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc (Linux)")

@@ -31,6 +31,11 @@ def data(**kw):
                                     [0.25] * 3, val_size=64, batch_size=32, **kw)
 
 
+def student_weights(module) -> torch.Tensor:
+    """The student's parameters, flattened into one vector."""
+    return torch.cat([p.detach().flatten() for p in module.net.parameters()])
+
+
 def fit(module, datamodule, tmp_path, epochs=1, speed=None, **kw):
     """Fits on CPU; ``speed``: FastPath options (the fast path is a callback)."""
     L.seed_everything(0)
@@ -51,7 +56,7 @@ def test_capture_falls_back_on_cpu_with_a_message_and_trains_exactly_like_eager(
         with caplog.at_level(logging.WARNING):
             trainer = fit(module, data(), tmp_path, epochs=2, speed={"capture_step": capture})
         assert trainer.global_step == 16  # Lightning counts the manual steps too
-        weights[capture] = torch.cat([p.detach().flatten() for p in module.net.parameters()])
+        weights[capture] = student_weights(module)
     assert "CUDA graphs need a CUDA device" in caplog.text and "running the same step eagerly" in caplog.text
     torch.testing.assert_close(weights[True], weights[False], rtol=1e-5, atol=1e-6)
 
@@ -69,7 +74,7 @@ def test_the_manual_step_runs_backward_outside_autocast_as_lightning_does(tmp_pa
         module = DistillationModule(LightNN(), DeepNN(), terms, functools.partial(torch.optim.Adam, lr=2 ** -10))
         fit(module, data(), tmp_path, epochs=1, precision="bf16-mixed", limit_train_batches=4,
             speed={"capture_step": capture})
-        weights[capture] = torch.cat([p.detach().flatten() for p in module.net.parameters()])
+        weights[capture] = student_weights(module)
     assert torch.equal(weights[True], weights[False]), (weights[True] - weights[False]).abs().max()
 
 
@@ -98,7 +103,7 @@ def test_cached_and_live_teachers_give_the_same_training(tmp_path):
     for cache in (False, True):
         module = distiller()
         fit(module, data(), tmp_path, epochs=3, speed={"teacher_cache": cache})
-        weights.append(torch.cat([p.detach().flatten() for p in module.net.parameters()]))
+        weights.append(student_weights(module))
     torch.testing.assert_close(weights[0], weights[1], rtol=0.05, atol=2e-3)
 
 
@@ -254,7 +259,7 @@ def test_the_manual_step_follows_every_schedule_like_the_eager_step(tmp_path, sc
         module, rates = SupervisedModule(LightNN(), SGD, scheduler=SCHEDULES[schedule]), LearningRates()
         fit(module, data(), tmp_path, epochs=3, callbacks=[rates], speed={"capture_step": capture})
         lr = module.optimizers().optimizer.param_groups[0]["lr"]
-        runs[capture] = rates.lrs, torch.cat([p.detach().flatten() for p in module.net.parameters()]), lr
+        runs[capture] = rates.lrs, student_weights(module), lr
     (eager_lrs, eager_weights, eager_lr), (manual_lrs, manual_weights, manual_lr) = runs[False], runs[True]
     assert len(eager_lrs) == 3 * 8 and len(set(eager_lrs)) >= 3  # the schedule changed at least twice
     assert manual_lrs == pytest.approx(eager_lrs, rel=1e-6)
@@ -369,7 +374,6 @@ def test_an_epoch_interval_schedule_that_needs_a_length_names_max_epochs_when_th
     assert lightning_scheduler(multistep, optimizer, total_epochs=-1)["interval"] == "epoch"  # needs no length
 
 
-
 COMPILE_SGD = functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9)
 
 
@@ -384,13 +388,13 @@ def compiled_pair(hint: bool) -> DistillationModule:
 
 def trained_weights(module, tmp_path, compile_: bool) -> torch.Tensor:
     fit(module, data(), tmp_path, epochs=1, speed={"compile": compile_})
-    return torch.cat([p.detach().flatten() for p in module.net.parameters()])
+    return student_weights(module)
 
 
 def test_compiled_networks_train_like_eager_ones_taps_included(tmp_path):
     """speed.compile compiles the student and the teacher in place, their taps (forward hooks) inside the compiled
     call: the weights of eager training, within float reordering."""
-    start = torch.cat([p.detach().flatten() for p in compiled_pair(True).net.parameters()])
+    start = student_weights(compiled_pair(True))
     eager = trained_weights(compiled_pair(True), tmp_path, False)
     module = compiled_pair(True)
     compiled = trained_weights(module, tmp_path, True)

@@ -27,18 +27,28 @@ from kd_lightning.runs.store import RunLock
 log = logging.getLogger(__name__)
 
 
+def stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state, ppid, ...); None for a process that is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def worker_processes(parent: int | None = None) -> list[int]:
     """The pids of the loky worker processes started by ``parent`` (default: this process), from ``/proc``; empty
     where there is no ``/proc`` (the workers are then stopped by joblib alone, without the grace period)."""
     parent = os.getpid() if parent is None else parent
     pids = []
     for entry in Path("/proc").glob("[0-9]*"):
+        fields = stat_fields(entry.name)
+        if not fields or int(fields[1]) != parent:
+            continue  # another's child, or a process that ended meanwhile
         try:
-            ppid = int(entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = entry.joinpath("cmdline").read_bytes().replace(b"\0", b" ")
-        except (OSError, ValueError, IndexError):
-            continue  # a process that ended meanwhile
-        if ppid == parent and b"loky" in command and b"resource_tracker" not in command:
+            command = entry.joinpath("cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"loky" in command and b"resource_tracker" not in command:
             pids.append(int(entry.name))
     return pids
 
