@@ -10,6 +10,10 @@ joblib launcher (hydra-joblib-launcher, loky processes) runs the jobs; on top of
 - keeps the sweep's table (:class:`~kd_lightning.report.SummaryTable`) in the process that started the sweep: the
   workers get Hydra's callbacks without it, and each finished job is reported to it there. Joblib alone would run
   the table callback inside each worker, each writing a table of its own jobs over the others'.
+- sends each job's console (its progress bars, warnings, a traceback) to ``console.log`` in its run folder
+  (:mod:`kd_lightning.runs.console`), and prints a line to the terminal when a job starts and when it ends. A run
+  that is already finished is not written to: its job (one "Already trained" line, or with ``retrain=true`` the
+  whole retraining, which moves the old folder away first) keeps the terminal.
 """
 
 from __future__ import annotations
@@ -18,14 +22,16 @@ import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from hydra.types import HydraContext
 from omegaconf import DictConfig
 
 from kd_lightning.errors import KDError
+from kd_lightning.runs.console import CONSOLE, console_to
 from kd_lightning.runs.stop import stop_jobs_on_signal
 
 log = logging.getLogger(__name__)
@@ -60,20 +66,29 @@ def job_waves(own: Sequence[Path | None], teachers: Sequence[Sequence[Path]]) ->
     return [[i for i in range(len(own)) if wave[i] == w] for w in range(max(wave.values(), default=-1) + 1)]
 
 
-def _job_folders(launcher, overrides: Sequence[str]) -> tuple[Path | None, list[Path]]:
-    """The run folder a job trains into and its teachers' run folders (None, [] if its config cannot be composed or
-    checked here: the job itself then reports why, in the first wave)."""
+class JobFolders(NamedTuple):
+    own: Path | None  # the run folder the job trains into (None: its config cannot be composed or checked here)
+    teachers: list[Path]  # its teachers' run folders
+    console: Path | None  # where its console goes (None: the terminal)
+
+
+def _job_folders(launcher, overrides: Sequence[str]) -> JobFolders:
+    """A job's folders (none if its config cannot be composed or checked here: the job itself then reports why, in
+    the first wave, on the terminal)."""
     from kd_lightning.runs.identity import run_folder
+    from kd_lightning.runs.store import read_summary
     from kd_lightning.runs.teachers import teacher_runs
 
     saved = HydraConfig.instance().cfg
     try:
         cfg: DictConfig = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
         HydraConfig.instance().set_config(cfg)  # ${hydra:...} interpolations resolve as in the job
-        return run_folder(cfg)[0].resolve(), [run.folder.resolve() for run in teacher_runs(cfg)]
+        own = run_folder(cfg)[0].resolve()
+        finished = (read_summary(own) or {}).get("status") == "done"
+        return JobFolders(own, [run.folder.resolve() for run in teacher_runs(cfg)], None if finished else own / CONSOLE)
     except Exception as err:  # noqa: BLE001 - the job's own run names the error
         log.debug("gpu_shared: cannot order job %s (%s); it runs in the first wave", overrides, err)
-        return None, []
+        return JobFolders(None, [], None)
     finally:
         HydraConfig.instance().cfg = saved
 
@@ -88,16 +103,38 @@ def _split_callbacks(context: HydraContext) -> tuple[HydraContext, list]:
     return HydraContext(config_loader=context.config_loader, callbacks=callbacks), tables
 
 
-def execute_job(*args) -> JobReturn:
-    """hydra-joblib-launcher's ``execute_job``, in a loky worker whose default multiprocessing context is loky's own:
-    a DataLoader's worker processes started from there failed ("'Process' object has no attribute 'env'"), so the
-    platform's default start method (fork on Linux) is put back first."""
+def execute_job(console: Path | None, idx: int, *args) -> JobReturn:
+    """hydra-joblib-launcher's ``execute_job`` (job number ``idx``) with its console in ``console``, in a loky worker
+    whose default multiprocessing context is loky's own: a DataLoader's worker processes started from there failed
+    ("'Process' object has no attribute 'env'"), so the platform's default start method (fork on Linux) is put back
+    first."""
     import multiprocessing
 
     from hydra_plugins.hydra_joblib_launcher._core import execute_job as joblib_execute_job
 
     multiprocessing.set_start_method(multiprocessing.get_all_start_methods()[0], force=True)
-    return joblib_execute_job(*args)
+    if console is None:
+        return joblib_execute_job(idx, *args)
+    with console_to(console) as say:
+        say(f"gpu_shared: #{idx} started; its console: {console}")
+        result = joblib_execute_job(idx, *args)
+        say(f"gpu_shared: #{idx} ({console.parent.parent.name}/{console.parent.name}) {_outcome(result, console.parent)}")
+    return result
+
+
+def _outcome(result: JobReturn, folder: Path) -> str:
+    """A job's end in a few words: its run's status and test accuracy, or the error it failed with."""
+    from kd_lightning.runs.store import read_summary
+
+    if result.status == JobStatus.FAILED:
+        try:
+            result.return_value  # noqa: B018 - a failed job's return value raises its error
+        except Exception as err:  # noqa: BLE001
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            return f"failed: {type(err).__name__}: {first} (its console: {folder / CONSOLE})"
+    summary = read_summary(folder) or {}
+    details = [f"{key} {summary[key]}" for key in ("test/acc", "epochs", "train_time_s") if summary.get(key) is not None]
+    return " ".join([summary.get("status", "ended"), *details])
 
 
 def launch_in_waves(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
@@ -111,8 +148,8 @@ def launch_in_waves(launcher, job_overrides: Sequence[Sequence[str]], initial_jo
     joblib_cfg = {**launcher.joblib, "n_jobs": launcher.n_jobs, "backend": "loky"}  # loky: Hydra's jobs need processes
     process_joblib_cfg(joblib_cfg)
     folders = [_job_folders(launcher, overrides) for overrides in job_overrides]
-    own = [f[0] for f in folders]
-    waves = job_waves(own, [f[1] for f in folders])
+    own = [f.own for f in folders]
+    waves = job_waves(own, [f.teachers for f in folders])
     worker_context, tables = _split_callbacks(launcher.hydra_context)
     singleton_state = Singleton.get_state()
     returns: list[JobReturn | None] = [None] * len(job_overrides)
@@ -122,8 +159,8 @@ def launch_in_waves(launcher, job_overrides: Sequence[Sequence[str]], initial_jo
                      launcher.n_jobs, "\n".join(f"\t#{initial_job_idx + i} : {' '.join(filter_overrides(job_overrides[i]))}"
                                                 for i in wave))
             results = Parallel(**joblib_cfg)(
-                delayed(execute_job)(initial_job_idx + i, job_overrides[i], worker_context, launcher.config,
-                                     launcher.task_function, singleton_state)
+                delayed(execute_job)(folders[i].console, initial_job_idx + i, job_overrides[i], worker_context,
+                                     launcher.config, launcher.task_function, singleton_state)
                 for i in wave
             )
             for i, result in zip(wave, results):

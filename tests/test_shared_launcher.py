@@ -42,14 +42,15 @@ def test_missing_joblib_launcher_names_the_pip_command(monkeypatch):
 
 def test_a_tiny_sweep_runs_two_jobs_at_once_teacher_first_and_writes_one_table(tmp_path):
     """A real multirun in a subprocess (~30 s: the main process and two loky workers each import torch), each job
-    with a DataLoader worker process (started from a loky worker, they failed until the start method was reset)."""
+    with a DataLoader worker process (started from a loky worker, they failed until the start method was reset).
+    Each job's progress bar goes to its own run folder's console.log, not to the sweep's terminal."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install 'kd_lightning[shared]'")
     command = [
         sys.executable, "-m", "kd_lightning.train", "-m", "hydra/launcher=gpu_shared", "hydra.launcher.n_jobs=2",
         "+experiment=mnist_teacher,mnist_ce,mnist_kd", "data/source=synthetic", "data.source.num_train=320",
         "data.source.num_test=32", "data.val_size=32", "data.num_workers=1", "trainer=cpu", "trainer.max_epochs=1",
         "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-        "callbacks.progress_bar.refresh_rate=0", "logger=csv", f"paths.log_dir={tmp_path}",
+        "callbacks.progress_bar.refresh_rate=1", "logger=csv", f"paths.log_dir={tmp_path}",
     ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     log = done.stdout + done.stderr
@@ -63,6 +64,16 @@ def test_a_tiny_sweep_runs_two_jobs_at_once_teacher_first_and_writes_one_table(t
     rows = [line for line in tables[0].read_text().splitlines() if line.startswith("| mnist_")]
     assert sorted(row.split(" | ")[0] for row in rows) == ["| mnist_ce", "| mnist_kd", "| mnist_teacher"]
     assert "Sweep wall time:" in log and "for 3 jobs" in log
+    for summary in summaries:  # each job's console in its folder; the terminal has a line as it starts and ends
+        console = (summary.parent / "console.log").read_text()
+        assert "Epoch 0: 100%" in console and "=== " in console, console[-2000:]
+        assert f"started; its console: {summary.parent / 'console.log'}" in log
+        assert f"({summary.parent.parent.name}/{summary.parent.name}) done test/acc" in log
+    assert "Epoch 0:" not in log, log[-3000:]
+
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("Already trained") == 3, again.stdout[-3000:]
+    assert all((s.parent / "console.log").read_text().count("=== ") == 1 for s in summaries)  # finished: not written
 
 
 def _alive(pid: int) -> bool:
