@@ -10,7 +10,7 @@ joblib launcher (hydra-joblib-launcher, loky processes) runs the jobs; on top of
 - keeps the sweep's table (:class:`~kd_lightning.report.SummaryTable`) in the process that started the sweep: the
   workers get Hydra's callbacks without it, and each finished job is reported to it there. Joblib alone would run
   the table callback inside each worker, each writing a table of its own jobs over the others'.
-- sends each job's console (its progress bars, warnings, a traceback) to ``console.log`` in its run folder
+- sends each job's console (progress bars, Lightning's messages, warnings) to ``console.log`` in its run folder
   (:mod:`kd_lightning.runs.console`), and prints a line to the terminal when a job starts and when it ends. A run
   that is already finished is not written to: its job (one "Already trained" line, or with ``retrain=true`` the
   whole retraining, which moves the old folder away first) keeps the terminal.

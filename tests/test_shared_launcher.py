@@ -13,6 +13,7 @@ import pytest
 
 from kd_lightning.errors import KDError
 from kd_lightning import shared_gpu as shared
+from kd_lightning.runs.console import console_to
 from kd_lightning.runs.stop import stat_fields, worker_processes
 from kd_lightning.shared_gpu import job_waves
 
@@ -28,6 +29,23 @@ def test_waves_put_each_job_after_the_jobs_that_train_its_teachers():
     assert job_waves(own, teachers) == [[0, 4, 5], [1, 3], [2]]
     assert job_waves([a, b], [[], []]) == [[0, 1]]
     assert job_waves([], []) == []
+
+
+def test_console_to_sends_the_file_descriptors_to_the_file_and_says_lines_on_the_terminal(tmp_path, capfd):
+    path = tmp_path / "run" / "console.log"
+    for attempt in (1, 2):
+        with console_to(path) as say:
+            os.write(1, f"bar {attempt}\n".encode())  # below sys.stdout (which pytest replaces here; in a worker
+            # it writes to descriptor 1 too: test_a_tiny_sweep_... checks that Lightning's bars land in console.log)
+            os.write(2, b"warning\n")
+            say(f"job started {attempt}")
+        print(f"after {attempt}", flush=True)
+    out, err = capfd.readouterr()
+    text = path.read_text()
+    assert text.count("=== ") == 2 and "bar 1" in text and "bar 2" in text and text.count("warning") == 2
+    assert "job started" not in text and "after" not in text
+    assert "[HYDRA] job started 1" in err and "job started 2" in err and "after 1" in out and "after 2" in out
+    assert "bar" not in out + err and "warning" not in err
 
 
 def test_missing_joblib_launcher_names_the_pip_command(monkeypatch):

@@ -1,12 +1,11 @@
 """A job's console (everything its process writes to stdout and stderr) into ``<run folder>/console.log``.
 
 Several jobs sharing one terminal (``hydra/launcher=gpu_shared``) interleave their progress bars into an unreadable
-stream: four 240-epoch jobs at a time wrote 15 MB of
-it in 75 minutes. Each job's console goes to its own run folder instead,
-beside ``train.log``, and the terminal gets one line when a job starts and one when it ends.
+stream: four 240-epoch jobs at a time wrote 15 MB of it in 75 minutes. Each job's console goes to its own run folder
+instead, beside ``train.log``, and the terminal gets one line when a job starts and one when it ends.
 
-Written by hand: ``contextlib.redirect_stdout`` swaps only Python's ``sys.stdout``, while the progress bars, the
-warnings of C extensions and a crashing job's traceback all reach the file descriptors 1 and 2; Hydra's launchers
+Written by hand: ``contextlib.redirect_stdout`` swaps only Python's ``sys.stdout``, while progress bars, Lightning's
+messages and the warnings of C extensions may reach the file descriptors 1 and 2 by other ways; Hydra's launchers
 leave the workers' output on the terminal.
 """
 
@@ -34,7 +33,6 @@ def console_to(path: Path) -> Iterator[Callable[[str], None]]:
     ``say(line)``, which writes one line to the terminal this process had before. Both come back after."""
     path.parent.mkdir(parents=True, exist_ok=True)
     _flush()
-    terminal = os.dup(2)
     saved = (os.dup(1), os.dup(2))
     with open(path, "ab") as console:
         console.write(f"=== {_now()} pid {os.getpid()}\n".encode())
@@ -43,7 +41,7 @@ def console_to(path: Path) -> Iterator[Callable[[str], None]]:
         os.dup2(console.fileno(), 2)
 
     def say(line: str) -> None:
-        os.write(terminal, f"[{_now()}][HYDRA] {line}\n".encode())
+        os.write(saved[1], f"[{_now()}][HYDRA] {line}\n".encode())
 
     try:
         yield say
@@ -51,7 +49,7 @@ def console_to(path: Path) -> Iterator[Callable[[str], None]]:
         _flush()
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
-        for fd in (*saved, terminal):
+        for fd in saved:
             os.close(fd)
 
 
