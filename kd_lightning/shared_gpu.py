@@ -115,18 +115,21 @@ def execute_job(console: Path | None, idx: int, *args) -> JobReturn:
     multiprocessing.set_start_method(multiprocessing.get_all_start_methods()[0], force=True)
     if console is None:
         return joblib_execute_job(idx, *args)
+    result = None
     with console_to(console) as say:
         say(f"gpu_shared: #{idx} started; its console: {console}")
-        result = joblib_execute_job(idx, *args)
-        say(f"gpu_shared: #{idx} ({console.parent.parent.name}/{console.parent.name}) {_outcome(result, console.parent)}")
+        try:
+            result = joblib_execute_job(idx, *args)
+        finally:  # stopped by the sweep (KeyboardInterrupt) too: the job has written itself as interrupted
+            say(f"gpu_shared: #{idx} ({console.parent.parent.name}/{console.parent.name}) {_outcome(result, console.parent)}")
     return result
 
 
-def _outcome(result: JobReturn, folder: Path) -> str:
+def _outcome(result: JobReturn | None, folder: Path) -> str:
     """A job's end in a few words: its run's status and test accuracy, or the error it failed with."""
     from kd_lightning.runs.store import read_summary
 
-    if result.status == JobStatus.FAILED:
+    if result is not None and result.status == JobStatus.FAILED:
         try:
             result.return_value  # noqa: B018 - a failed job's return value raises its error
         except Exception as err:  # noqa: BLE001
