@@ -59,9 +59,10 @@ def test_missing_joblib_launcher_names_the_pip_command(monkeypatch):
 
 
 def test_a_tiny_sweep_runs_two_jobs_at_once_teacher_first_and_writes_one_table(tmp_path):
-    """A real multirun in a subprocess (~30 s: the main process and two loky workers each import torch), each job
-    with a DataLoader worker process (started from a loky worker, they failed until the start method was reset).
-    Each job's progress bar goes to its own run folder's console.log, not to the sweep's terminal."""
+    """A real multirun in a subprocess (~30 s: the main process and two loky workers each import torch; then ~15 s
+    for the same command again, which trains nothing), each job with a DataLoader worker process (started from a
+    loky worker, they failed until the start method was reset). Each job's progress bar goes to its own run
+    folder's console.log, not to the sweep's terminal."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install 'kd_lightning[shared]'")
     command = [
         sys.executable, "-m", "kd_lightning.train", "-m", "hydra/launcher=gpu_shared", "hydra.launcher.n_jobs=2",
