@@ -33,6 +33,7 @@ from omegaconf import DictConfig
 from kd_lightning.errors import KDError
 from kd_lightning.runs.console import CONSOLE, console_to
 from kd_lightning.runs.stop import stop_jobs_on_signal
+from kd_lightning.runs.store import finished, read_summary, result_line
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,6 @@ def _job_folders(launcher, overrides: Sequence[str]) -> JobFolders:
     """A job's folders (none if its config cannot be composed or checked here: the job itself then reports why, in
     the first wave, on the terminal)."""
     from kd_lightning.runs.identity import run_folder
-    from kd_lightning.runs.store import read_summary
     from kd_lightning.runs.teachers import teacher_runs
 
     saved = HydraConfig.instance().cfg
@@ -84,8 +84,7 @@ def _job_folders(launcher, overrides: Sequence[str]) -> JobFolders:
         cfg: DictConfig = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
         HydraConfig.instance().set_config(cfg)  # ${hydra:...} interpolations resolve as in the job
         own = run_folder(cfg)[0].resolve()
-        finished = (read_summary(own) or {}).get("status") == "done"
-        return JobFolders(own, [run.folder.resolve() for run in teacher_runs(cfg)], None if finished else own / CONSOLE)
+        return JobFolders(own, [run.folder.resolve() for run in teacher_runs(cfg)], None if finished(own) else own / CONSOLE)
     except Exception as err:  # noqa: BLE001 - the job's own run names the error
         log.debug("gpu_shared: cannot order job %s (%s); it runs in the first wave", overrides, err)
         return JobFolders(None, [], None)
@@ -126,9 +125,7 @@ def execute_job(console: Path | None, idx: int, *args) -> JobReturn:
 
 
 def _outcome(result: JobReturn | None, folder: Path) -> str:
-    """A job's end in a few words: its run's status and test accuracy, or the error it failed with."""
-    from kd_lightning.runs.store import read_summary
-
+    """A job's end in a few words: its run's status and result, or the error it failed with."""
     if result is not None and result.status == JobStatus.FAILED:
         try:
             result.return_value  # noqa: B018 - a failed job's return value raises its error
@@ -136,8 +133,7 @@ def _outcome(result: JobReturn | None, folder: Path) -> str:
             first = (str(err).strip().splitlines() or [""])[0][:200]
             return f"failed: {type(err).__name__}: {first} (its console: {folder / CONSOLE})"
     summary = read_summary(folder) or {}
-    details = [f"{key} {summary[key]}" for key in ("test/acc", "epochs", "train_time_s") if summary.get(key) is not None]
-    return " ".join([summary.get("status", "ended"), *details])
+    return f"{summary.get('status', 'ended')} {result_line(summary)}".rstrip()
 
 
 def launch_in_waves(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:

@@ -48,7 +48,7 @@ from kd_lightning.runs import (
     write_summary,
 )
 from kd_lightning.runs.identity import NOT_IN_NAME, file_checksum, override_key
-from kd_lightning.runs.store import atomic_write_text
+from kd_lightning.runs.store import atomic_write_text, result_line
 from kd_lightning.validate import validate
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         )
     if stored and stored.get("status") == "done" and not child:
         if not cfg.retrain:
-            log.info("Already trained (%s): %s\n%s", output_dir, _result_line(stored),
+            log.info("Already trained (%s): %s\n%s", output_dir, result_line(stored),
                      "Nothing was trained; add retrain=true to train it again.")
             return stored
         replaced = output_dir.with_name(f"{output_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -177,11 +177,6 @@ def _write_interrupted(output_dir: Path, record: dict, trainer, last: Path, over
     log.warning("Interrupted at %s; %s", where, hint)
 
 
-def _result_line(summary: dict) -> str:
-    keys = ("test/acc", "val/acc", "epochs", "train_time_s", "finished")
-    return ", ".join(f"{k} {summary[k]}" for k in keys if summary.get(k) is not None)
-
-
 def _check_checkpoint(path: Path) -> None:
     """A checkpoint that cannot be resumed from (truncated, not a torch file) is refused by name, not by traceback."""
     try:
@@ -254,7 +249,7 @@ def _train_teacher(config: DictConfig, overrides: list[str], folder: Path) -> No
         config.pop("hydra", None)
         config.paths.output_dir = str(folder)
     summary = train(config, overrides)
-    log.info("Teacher trained (%s): %s", folder, _result_line(summary))
+    log.info("Teacher trained (%s): %s", folder, result_line(summary))
 
 
 def _record(cfg: DictConfig, overrides: list[str]) -> dict:

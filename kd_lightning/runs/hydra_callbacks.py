@@ -12,7 +12,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from kd_lightning.errors import KDError
-from kd_lightning.runs.store import read_summary
+from kd_lightning.runs.store import finished
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,7 @@ class Preflight(Callback):
         try:
             validate(config)
             folder = Path(config.paths.output_dir)
-            summary = read_summary(folder)
-            if not (summary and summary.get("status") == "done" and not config.get("retrain")):
+            if not finished(folder) or config.get("retrain"):
                 check_writable(folder)
         except KDError as err:
             _fail(err)

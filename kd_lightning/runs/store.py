@@ -35,6 +35,17 @@ def read_summary(folder: Path) -> dict | None:
         return None
 
 
+def finished(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished run (its summary says ``done``)."""
+    return (read_summary(folder) or {}).get("status") == "done"
+
+
+def result_line(summary: dict) -> str:
+    """A run's result in one line: ``test/acc 0.93, val/acc 0.94, epochs 240, ...`` (the keys it has)."""
+    keys = ("test/acc", "val/acc", "epochs", "train_time_s", "finished")
+    return ", ".join(f"{k} {summary[k]}" for k in keys if summary.get(k) is not None)
+
+
 def write_summary(folder: Path, summary: dict, *, replace_done: bool = False) -> bool:
     """Writes ``summary.json`` unless the folder holds a finished run (``replace_done``: a run that just finished
     again, after ``retrain``); returns whether it wrote."""
