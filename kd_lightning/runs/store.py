@@ -110,19 +110,25 @@ def _version(package: str) -> str | None:
         return None
 
 
-def git_commit() -> str | None:
-    """The commit of the kd_lightning source tree (``+dirty`` with uncommitted changes), if it is a checkout."""
-    root = Path(__file__).resolve().parents[2]
+def git_commit(root: Path | None = None) -> str | None:
+    """The commit of the kd_lightning source tree: from git in a checkout (``+dirty`` with uncommitted changes), else
+    the one ``git archive`` wrote into ``kd_lightning/ARCHIVE_COMMIT`` (``export-subst`` in ``.gitattributes``: a
+    GitHub tarball or a ``git archive`` export knows its commit, though not whether its files were edited since);
+    None when neither says."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        if not commit:
-            return None
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
+        # the toplevel must be root itself: an archive unpacked inside some other checkout is not that commit
+        top, _, commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel", "HEAD"],
+                                        capture_output=True, text=True, timeout=10).stdout.strip().partition("\n")
+        if commit and Path(top).resolve() == root.resolve():
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=10).stdout.strip()
+            return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return None
+        pass
+    stamped = root / "kd_lightning" / "ARCHIVE_COMMIT"
+    text = stamped.read_text().strip() if stamped.is_file() else ""
+    return text + " (archive)" if len(text) == 40 and all(c in "0123456789abcdef" for c in text) else None
 
 
 def provenance(trainer=None) -> dict:
