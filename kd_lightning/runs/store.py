@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -128,7 +129,7 @@ def git_commit(root: Path | None = None) -> str | None:
         pass
     stamped = root / "kd_lightning" / "ARCHIVE_COMMIT"
     text = stamped.read_text().strip() if stamped.is_file() else ""
-    return text + " (archive)" if len(text) == 40 and all(c in "0123456789abcdef" for c in text) else None
+    return text + " (archive)" if re.fullmatch(r"[0-9a-f]{40}", text) else None
 
 
 def provenance(trainer=None) -> dict:
