@@ -1,0 +1,12 @@
+# call A: wheels, helper scripts and the first data part onto the machine; BENCH=1 also runs the tutorial benchmark
+set -u
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+mkdir -p /tmp/parts /tmp/sh && cp docs/results/cifar10_zoo_table_240ep_device/*.sh /tmp/sh/ && cp .gpu/cifar10.npz.part0 /tmp/parts/
+nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv
+if [ "${BENCH:-0}" = 1 ]; then
+  export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+  rm -rf outputs/benchmark
+  python scripts/benchmark.py --epochs 3 --configs reference fast > $OUT/benchmark.log 2>&1
+  tail -45 $OUT/benchmark.log; cp outputs/benchmark/*.json $OUT/ 2>/dev/null
+fi
+ls /tmp/parts
