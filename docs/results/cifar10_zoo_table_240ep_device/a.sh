@@ -1,7 +1,7 @@
 # call A: wheels, helper scripts and the first data part onto the machine; BENCH=1 also runs the tutorial benchmark
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-mkdir -p /tmp/parts /tmp/sh && cp docs/results/cifar10_zoo_table_240ep_device/*.sh /tmp/sh/ && cp .gpu/cifar10.npz.part0 /tmp/parts/
+mkdir -p /tmp/parts /tmp/sh && cp docs/results/cifar10_zoo_table_240ep_device/*.sh docs/results/cifar10_zoo_table_240ep_device/*.py /tmp/sh/ && cp .gpu/cifar10.npz.part0 /tmp/parts/
 nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv
 if [ "${BENCH:-0}" = 1 ]; then
   export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
