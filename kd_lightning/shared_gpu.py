@@ -10,6 +10,8 @@ joblib launcher (hydra-joblib-launcher, loky processes) runs the jobs; on top of
 - keeps the sweep's table (:class:`~kd_lightning.report.SummaryTable`) in the process that started the sweep: the
   workers get Hydra's callbacks without it, and each finished job is reported to it there. Joblib alone would run
   the table callback inside each worker, each writing a table of its own jobs over the others'.
+- with ``cuda_mps=true``, runs the jobs under an MPS daemon of the sweep's own (:mod:`kd_lightning.cuda_mps`), so
+  that their kernels run side by side rather than taking turns;
 - sends each job's console (progress bars, Lightning's messages, warnings) to ``console.log`` in its run folder
   (:mod:`kd_lightning.runs.console`), and prints a line to the terminal when a job starts and when it ends. A run
   that is already finished is not written to: its job (one "Already trained" line, or with ``retrain=true`` the
@@ -30,6 +32,7 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra.types import HydraContext
 from omegaconf import DictConfig
 
+from kd_lightning.cuda_mps import cuda_mps
 from kd_lightning.errors import KDError
 from kd_lightning.runs.console import CONSOLE, console_to
 from kd_lightning.runs.stop import stop_jobs_on_signal
@@ -152,7 +155,8 @@ def launch_in_waves(launcher, job_overrides: Sequence[Sequence[str]], initial_jo
     worker_context, tables = _split_callbacks(launcher.hydra_context)
     singleton_state = Singleton.get_state()
     returns: list[JobReturn | None] = [None] * len(job_overrides)
-    with stop_jobs_on_signal(own, grace=launcher.stop_grace):
+    mps_folder = Path(str(launcher.config.hydra.sweep.dir)) / ".cuda_mps"
+    with cuda_mps(mps_folder, launcher.cuda_mps), stop_jobs_on_signal(own, grace=launcher.stop_grace):
         for number, wave in enumerate(waves, 1):
             log.info("gpu_shared: wave %d of %d, %d jobs, %d at a time:\n%s", number, len(waves), len(wave),
                      launcher.n_jobs, "\n".join(f"\t#{initial_job_idx + i} : {' '.join(filter_overrides(job_overrides[i]))}"

@@ -16,11 +16,11 @@ class SharedGPULauncher(Launcher):
     job of the sweep starts only after that job's wave has finished. The sweep's table is kept by the process
     that started the sweep, as with Hydra's basic launcher."""
 
-    def __init__(self, n_jobs: int = 3, stop_grace: float = 30.0, **joblib: Any) -> None:
+    def __init__(self, n_jobs: int = 3, stop_grace: float = 30.0, cuda_mps: bool = False, **joblib: Any) -> None:
         from kd_lightning.shared_gpu import require_joblib_launcher
 
         require_joblib_launcher()
-        self.n_jobs, self.stop_grace, self.joblib = n_jobs, stop_grace, joblib
+        self.n_jobs, self.stop_grace, self.cuda_mps, self.joblib = n_jobs, stop_grace, cuda_mps, joblib
         self.config = self.task_function = self.hydra_context = None
 
     def setup(self, *, hydra_context, task_function, config) -> None:

@@ -2,7 +2,7 @@
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 mkdir -p /tmp/parts /tmp/sh && cp docs/results/cifar10_zoo_table_240ep_device/*.sh docs/results/cifar10_zoo_table_240ep_device/*.py /tmp/sh/ && cp .gpu/cifar10.npz.part0 /tmp/parts/
-nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv
+nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv; which nvidia-cuda-mps-control; uname -r
 if [ "${BENCH:-0}" = 1 ]; then
   export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
   rm -rf outputs/benchmark

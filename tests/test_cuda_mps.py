@@ -1,0 +1,65 @@
+"""hydra.launcher.cuda_mps: an MPS daemon of the sweep's own, started, probed, handed to the jobs, stopped.
+
+The daemon is a stand-in script here (no GPU in CI); on a GPU the launcher's runs are measured by hand (README)."""
+
+import os
+import stat
+
+import pytest
+
+from kd_lightning import cuda_mps as mps
+from kd_lightning.errors import KDError
+
+
+@pytest.fixture
+def fake_daemon(tmp_path, monkeypatch):
+    """An ``nvidia-cuda-mps-control`` on PATH that writes each call (arguments, pipe folder, stdin) to a log."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    script = bin_dir / mps.CONTROL
+    script.write_text('#!/bin/sh\necho "call $* pipe=$CUDA_MPS_PIPE_DIRECTORY" >> "$FAKE_MPS_CALLS"\n'
+                      '[ "$1" = "-d" ] || cat >> "$FAKE_MPS_CALLS"\n')
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_MPS_CALLS", str(calls))
+    for key in mps.ENV:
+        monkeypatch.delenv(key, raising=False)
+    return calls
+
+
+def test_the_jobs_get_the_daemons_folders_and_the_daemon_is_stopped_at_the_end(fake_daemon, tmp_path, monkeypatch):
+    seen = tmp_path / "probe.txt"  # the probe runs as a job would: it must see the daemon's pipe folder
+    monkeypatch.setattr(mps, "PROBE", f"import os; open({str(seen)!r}, 'w').write(os.environ['CUDA_MPS_PIPE_DIRECTORY'])")
+    with mps.cuda_mps(tmp_path / "sweep" / ".cuda_mps"):
+        pipe = os.environ["CUDA_MPS_PIPE_DIRECTORY"]
+        assert os.path.isdir(pipe) and len(os.path.join(pipe, "control")) < 108
+        assert os.environ["CUDA_MPS_LOG_DIRECTORY"] == str(tmp_path / "sweep" / ".cuda_mps" / "log")
+        assert seen.read_text() == pipe
+        assert fake_daemon.read_text() == f"call -d pipe={pipe}\n"
+    assert fake_daemon.read_text() == f"call -d pipe={pipe}\ncall  pipe={pipe}\nquit\n"
+    assert not any(key in os.environ for key in mps.ENV) and not os.path.exists(pipe)
+
+
+def test_a_probe_that_cannot_reach_the_daemon_stops_it_and_says_what_to_do(fake_daemon, tmp_path, monkeypatch):
+    monkeypatch.setattr(mps, "PROBE", "raise SystemExit('all CUDA-capable devices are busy or unavailable')")
+    with pytest.raises(KDError, match=r"cannot use it \(all CUDA-capable devices are busy.*drop hydra.launcher.cuda_mps=true"):
+        with mps.cuda_mps(tmp_path / ".cuda_mps"):
+            pytest.fail("the jobs ran without a working daemon")
+    assert fake_daemon.read_text().endswith("quit\n") and not any(key in os.environ for key in mps.ENV)
+
+
+def test_no_control_program_names_it_and_the_way_out(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
+    with pytest.raises(KDError, match=r"nvidia-cuda-mps-control.*drop hydra.launcher.cuda_mps=true"):
+        with mps.cuda_mps(tmp_path):
+            pass
+
+
+def test_a_users_own_daemon_is_used_as_it_is_and_off_starts_nothing(fake_daemon, tmp_path, monkeypatch):
+    with mps.cuda_mps(tmp_path, enabled=False):
+        assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", "/run/users-daemon")
+    with mps.cuda_mps(tmp_path):
+        assert os.environ["CUDA_MPS_PIPE_DIRECTORY"] == "/run/users-daemon"
+    assert not fake_daemon.exists()
