@@ -4,11 +4,15 @@ The daemon is a stand-in script here (no GPU in CI); on a GPU the launcher's run
 
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
 from kd_lightning import cuda_mps as mps
 from kd_lightning.errors import KDError
+
+from conftest import ROOT
 
 
 @pytest.fixture
@@ -63,3 +67,16 @@ def test_a_users_own_daemon_is_used_as_it_is_and_off_starts_nothing(fake_daemon,
     with mps.cuda_mps(tmp_path):
         assert os.environ["CUDA_MPS_PIPE_DIRECTORY"] == "/run/users-daemon"
     assert not fake_daemon.exists()
+
+
+def test_a_sweep_asking_for_mps_where_there_is_none_stops_before_any_job_with_one_line(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install 'kd_lightning[shared]'")
+    command = [sys.executable, "-m", "kd_lightning.train", "-m", "hydra/launcher=gpu_shared", "hydra.launcher.cuda_mps=true",
+               "+experiment=mnist_teacher,mnist_ce", "data/source=synthetic", "trainer=cpu", f"paths.log_dir={tmp_path}"]
+    env = {**os.environ, "PATH": str(tmp_path)}
+    env.pop("CUDA_MPS_PIPE_DIRECTORY", None)
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    log = done.stdout + done.stderr
+    assert done.returncode == 1, log[-3000:]
+    assert "needs NVIDIA's MPS control program (nvidia-cuda-mps-control" in log and "Traceback" not in log
+    assert not list(tmp_path.glob("mnist_*"))  # no job ran

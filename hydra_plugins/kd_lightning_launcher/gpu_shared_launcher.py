@@ -6,6 +6,8 @@ module there at start-up, so this one imports nothing heavy): the work is in :mo
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Any
 
 from hydra.plugins.launcher import Launcher
@@ -27,6 +29,11 @@ class SharedGPULauncher(Launcher):
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
     def launch(self, job_overrides, initial_job_idx: int):
+        from kd_lightning.errors import KDError
         from kd_lightning.shared_gpu import launch_in_waves
 
-        return launch_in_waves(self, job_overrides, initial_job_idx)
+        try:
+            return launch_in_waves(self, job_overrides, initial_job_idx)
+        except KDError as err:  # the sweep cannot start (e.g. no MPS daemon): one line, not Hydra's stack trace
+            logging.getLogger(__name__).error("%s", err)
+            sys.exit(1)
