@@ -2,6 +2,8 @@
 
 ``--mode zoo``: the CIFAR zoo instead (scripts/benchmark_zoo.py): ResNet/WRN teachers and students and three KD
 pairs, ours against a hand-written CUDA-graph loop and RepDistiller's loop, side by side.
+``--mode sweep``: a method sweep's wall time job by job, with several jobs at once, and with those under MPS
+(scripts/benchmark_sweep.py).
 
 GPU (default): the PyTorch KD tutorial's CIFAR-10 table (teacher, CE, KD, cosine and regressor students) with
 the tutorial's own pipeline (CIFAR10-format dataset with ToTensor/Normalize, DataLoader batch 128 with 2
@@ -178,9 +180,11 @@ def synthetic_arrays(dataset: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", choices=["tutorial", "zoo"], default="tutorial",
+    parser.add_argument("--mode", choices=["tutorial", "zoo", "sweep"], default="tutorial",
                         help="tutorial: the KD tutorial's table against its own loop; zoo: the CIFAR zoo's phases, ours "
-                             "against a hand-written CUDA-graph loop and RepDistiller's loop (scripts/benchmark_zoo.py)")
+                             "against a hand-written CUDA-graph loop and RepDistiller's loop (scripts/benchmark_zoo.py); "
+                             "sweep: one method sweep's wall time job by job, several jobs at once, and those under "
+                             "MPS (scripts/benchmark_sweep.py)")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu")
     zoo = parser.add_argument_group("zoo mode")
     zoo.add_argument("--phases", nargs="+", help="zoo phases (default: all): resnet56 resnet20 wrn_40_2 wrn_16_2 "
@@ -197,12 +201,26 @@ def main() -> None:
     zoo.add_argument("--ours-override", nargs="*", default=[], help="extra overrides for ours, e.g. speed.capture_step=false")
     zoo.add_argument("--ours-warmup", type=float, default=6.0, help="seconds ours may spend on start-up, its first "
                      "epoch and capture before the timed ones (default 6; e.g. 180 with speed.compile=true)")
-    parser.add_argument("--epochs", type=int, help="epochs per phase (default: 10 on cuda as in the tutorial, 1 on cpu)")
+    sweep = parser.add_argument_group("sweep mode")
+    sweep.add_argument("--ways", nargs="+", choices=["one_by_one", "shared", "shared_mps"],
+                       default=["one_by_one", "shared", "shared_mps"], help="which ways to run the sweep")
+    sweep.add_argument("--jobs", type=int, default=3, help="jobs at once for shared and shared_mps (default 3)")
+    sweep.add_argument("--experiments", help="the sweep's experiments, comma-separated (default on cuda: "
+                       "cifar10/teacher_resnet56,cifar10/ce,cifar10/kd,cifar10/dkd,cifar10/at)")
+    sweep.add_argument("--sweep-override", nargs="*", default=[], help="extra overrides for every job")
+    parser.add_argument("--epochs", type=int, help="epochs per phase (default: 10 on cuda as in the tutorial, 1 on cpu; "
+                        "sweep mode: 5 on cuda, 1 on cpu)")
     parser.add_argument("--data", type=Path, help="a Keras-style .npz of real data instead of random images")
     parser.add_argument("--configs", nargs="+", help="which of reference and our configs to run (default: all)")
     args = parser.parse_args()
     if args.mode == "zoo":
         return zoo_main(args)
+    if args.mode == "sweep":
+        from benchmark_sweep import run as run_sweep  # this script's folder is on sys.path
+
+        run_sweep(args.ways, args.jobs, args.epochs or (5 if args.device == "cuda" else 1), args.device,
+                  ROOT / "outputs" / "benchmark", args.data, args.experiments, args.sweep_override)
+        return None
     device, setup = torch.device(args.device), SETUPS[args.device]
     epochs = args.epochs or (10 if args.device == "cuda" else 1)
     work = Path(tempfile.mkdtemp(prefix="kd_benchmark_"))
