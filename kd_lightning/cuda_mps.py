@@ -39,8 +39,8 @@ def _control(env: dict, *args: str, command: str | None = None) -> subprocess.Co
 
 @contextlib.contextmanager
 def cuda_mps(folder: Path, enabled: bool = True) -> Iterator[None]:
-    """Within: an MPS daemon with its pipe and log folders under ``folder``, named in ``os.environ`` for the
-    processes started inside. Raises :class:`KDError` (saying what to do) when there is no daemon to start or a
+    """Within: an MPS daemon (its log under ``folder``, its pipe in a short folder under the temp dir) named in
+    ``os.environ`` for the processes started inside. Raises :class:`KDError` (saying what to do) when there is no daemon to start or a
     client cannot reach it."""
     if not enabled:
         yield

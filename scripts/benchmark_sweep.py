@@ -23,11 +23,11 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WAYS = ("one_by_one", "shared", "shared_mps")
 GPU_JOBS = "cifar10/teacher_resnet56,cifar10/ce,cifar10/kd,cifar10/dkd,cifar10/at"
 CPU_JOBS = "mnist_teacher,mnist_ce,mnist_kd"
 
@@ -89,8 +89,6 @@ def table(results: dict, ratios: dict) -> str:
 
 def run(ways: list[str], jobs: int, epochs: int, device: str, out_dir: Path, data: Path | None = None,
         experiments: str | None = None, extra: list[str] | None = None) -> tuple[dict, Path]:
-    import tempfile
-
     import numpy as np
 
     work = Path(tempfile.mkdtemp(prefix="kd_sweep_benchmark_"))
