@@ -48,7 +48,7 @@ from kd_lightning.runs import (
     write_summary,
 )
 from kd_lightning.runs.identity import NOT_IN_NAME, file_checksum, override_key
-from kd_lightning.runs.store import atomic_write_text, result_line
+from kd_lightning.runs.store import atomic_write_text, is_done, result_line
 from kd_lightning.validate import validate
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
             f"{stored.get('status')}; this one is {config_hash(content)}): leave paths.output_dir unset (each "
             f"configuration gets its own folder) or choose an empty folder"
         )
-    if stored and stored.get("status") == "done" and not child:
+    if is_done(stored) and not child:
         if not cfg.retrain:
             log.info("Already trained (%s): %s\n%s", output_dir, result_line(stored),
                      "Nothing was trained; add retrain=true to train it again.")

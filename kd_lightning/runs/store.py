@@ -36,9 +36,14 @@ def read_summary(folder: Path) -> dict | None:
         return None
 
 
+def is_done(summary: dict | None) -> bool:
+    """Whether a run's summary (as read, or None) is a finished run's."""
+    return (summary or {}).get("status") == "done"
+
+
 def finished(folder: Path) -> bool:
     """Whether ``folder`` holds a finished run (its summary says ``done``)."""
-    return (read_summary(folder) or {}).get("status") == "done"
+    return is_done(read_summary(folder))
 
 
 def result_line(summary: dict) -> str:
@@ -51,7 +56,7 @@ def write_summary(folder: Path, summary: dict, *, replace_done: bool = False) ->
     """Writes ``summary.json`` unless the folder holds a finished run (``replace_done``: a run that just finished
     again, after ``retrain``); returns whether it wrote."""
     current = read_summary(folder)
-    if current and current.get("status") == "done" and not replace_done:
+    if is_done(current) and not replace_done:
         return False
     atomic_write_text(Path(folder) / "summary.json", json.dumps(summary, indent=2) + "\n")
     return True
