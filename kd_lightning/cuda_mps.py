@@ -40,8 +40,8 @@ def _control(env: dict, *args: str, command: str | None = None) -> subprocess.Co
 @contextlib.contextmanager
 def cuda_mps(folder: Path, enabled: bool = True) -> Iterator[None]:
     """Within: an MPS daemon (its log under ``folder``, its pipe in a short folder under the temp dir) named in
-    ``os.environ`` for the processes started inside. Raises :class:`KDError` (saying what to do) when there is no daemon to start or a
-    client cannot reach it."""
+    ``os.environ`` for the processes started inside. Raises :class:`KDError` (saying what to do) when there is no
+    daemon to start or a client cannot reach it."""
     if not enabled:
         yield
         return
@@ -50,11 +50,12 @@ def cuda_mps(folder: Path, enabled: bool = True) -> Iterator[None]:
         yield
         return
     if shutil.which(CONTROL) is None:
-        raise KDError(f"hydra.launcher.cuda_mps=true needs NVIDIA's MPS control program ({CONTROL}, installed with "
-                      f"the NVIDIA driver) on PATH, and there is none here: drop hydra.launcher.cuda_mps=true (the jobs "
-                      f"then take turns on the GPU), or put {CONTROL} on PATH")
+        raise KDError(f"hydra.launcher.cuda_mps=true needs NVIDIA's MPS control program ({CONTROL}, installed "
+                      f"with the NVIDIA driver) on PATH, and there is none here: drop hydra.launcher.cuda_mps=true "
+                      f"(the jobs then take turns on the GPU), or put {CONTROL} on PATH")
     # the pipe folder holds the daemon's unix socket, whose path may not pass 107 bytes: a short one under /tmp
-    dirs = {"CUDA_MPS_PIPE_DIRECTORY": Path(tempfile.mkdtemp(prefix="kd_mps_")), "CUDA_MPS_LOG_DIRECTORY": Path(folder) / "log"}
+    dirs = {"CUDA_MPS_PIPE_DIRECTORY": Path(tempfile.mkdtemp(prefix="kd_mps_")),
+            "CUDA_MPS_LOG_DIRECTORY": Path(folder) / "log"}
     dirs["CUDA_MPS_LOG_DIRECTORY"].mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **{k: str(v) for k, v in dirs.items()}}
     started = _control(env, "-d")

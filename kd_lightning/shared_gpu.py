@@ -146,7 +146,8 @@ def launch_in_waves(launcher, job_overrides: Sequence[Sequence[str]], initial_jo
 
     setup_globals()
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
-    Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
     joblib_cfg = {**launcher.joblib, "n_jobs": launcher.n_jobs, "backend": "loky"}  # loky: Hydra's jobs need processes
     process_joblib_cfg(joblib_cfg)
     folders = [_job_folders(launcher, overrides) for overrides in job_overrides]
@@ -155,8 +156,7 @@ def launch_in_waves(launcher, job_overrides: Sequence[Sequence[str]], initial_jo
     worker_context, tables = _split_callbacks(launcher.hydra_context)
     singleton_state = Singleton.get_state()
     returns: list[JobReturn | None] = [None] * len(job_overrides)
-    mps_folder = Path(str(launcher.config.hydra.sweep.dir)) / ".cuda_mps"
-    with cuda_mps(mps_folder, launcher.cuda_mps), stop_jobs_on_signal(own, grace=launcher.stop_grace):
+    with cuda_mps(sweep_dir / ".cuda_mps", launcher.cuda_mps), stop_jobs_on_signal(own, grace=launcher.stop_grace):
         for number, wave in enumerate(waves, 1):
             log.info("gpu_shared: wave %d of %d, %d jobs, %d at a time:\n%s", number, len(waves), len(wave),
                      launcher.n_jobs, "\n".join(f"\t#{initial_job_idx + i} : {' '.join(filter_overrides(job_overrides[i]))}"

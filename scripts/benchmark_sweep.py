@@ -27,6 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from kd_lightning.cuda_mps import CONTROL
+from kd_lightning.runs.store import read_summary
+
 ROOT = Path(__file__).resolve().parents[1]
 GPU_JOBS = "cifar10/teacher_resnet56,cifar10/ce,cifar10/kd,cifar10/dkd,cifar10/at"
 CPU_JOBS = "mnist_teacher,mnist_ce,mnist_kd"
@@ -35,7 +38,8 @@ CPU_JOBS = "mnist_teacher,mnist_ce,mnist_kd"
 def way_overrides(way: str, jobs: int) -> list[str]:
     if way == "one_by_one":
         return []
-    return ["hydra/launcher=gpu_shared", f"hydra.launcher.n_jobs={jobs}", f"hydra.launcher.cuda_mps={str(way == 'shared_mps').lower()}"]
+    mps = "true" if way == "shared_mps" else "false"
+    return ["hydra/launcher=gpu_shared", f"hydra.launcher.n_jobs={jobs}", f"hydra.launcher.cuda_mps={mps}"]
 
 
 def sweep_command(experiments: str, common: list[str], way: str, jobs: int, log_dir: Path) -> list[str]:
@@ -47,15 +51,15 @@ def job_results(log_dir: Path) -> dict:
     """Each run's training time and steady images/s, by run name and seed folder."""
     results = {}
     for path in sorted(log_dir.glob("*/*/summary.json")):
-        summary = json.loads(path.read_text())
+        summary = read_summary(path.parent) or {}
         results[f"{path.parent.parent.name}/{path.parent.name}"] = {
             key: summary.get(key) for key in ("status", "train_time_s", "images_per_s", "test/acc")}
     return results
 
 
 def run_way(way: str, experiments: str, common: list[str], jobs: int, work: Path) -> dict:
-    if way == "shared_mps" and shutil.which("nvidia-cuda-mps-control") is None and not os.environ.get("CUDA_MPS_PIPE_DIRECTORY"):
-        return {"skipped": "no nvidia-cuda-mps-control on PATH"}
+    if way == "shared_mps" and shutil.which(CONTROL) is None and not os.environ.get("CUDA_MPS_PIPE_DIRECTORY"):
+        return {"skipped": f"no {CONTROL} on PATH"}
     log_dir = work / way
     command = sweep_command(experiments, common, way, jobs, log_dir)
     print("$", " ".join(command[1:]), flush=True)
@@ -77,7 +81,8 @@ def report(results: dict) -> dict:
 
 
 def table(results: dict, ratios: dict) -> str:
-    lines = ["| way | wall (s) | speed-up vs one by one | jobs' training times added (s) | status |", "|---|---|---|---|---|"]
+    lines = ["| way | wall (s) | speed-up vs one by one | jobs' training times added (s) | status |",
+             "|---|---|---|---|---|"]
     for way, r in results.items():
         if "skipped" in r:
             lines.append(f"| {way} | – | – | – | skipped: {r['skipped']} |")
