@@ -6,7 +6,11 @@ second together than one alone). With an MPS daemon their kernels run side by si
 (its own pipe folder, its log in the sweep folder: it touches no system-wide daemon), checks with a one-tensor
 CUDA probe that a client can use it, hands its folders to the job processes through the environment (they are
 started after this, and CUDA reads ``CUDA_MPS_PIPE_DIRECTORY`` when a process first uses the GPU), and stops it at
-the end. A daemon the user already runs (``CUDA_MPS_PIPE_DIRECTORY`` set) is used as it is and left running.
+the end. The daemon's ``quit`` waits until its clients have gone: the launcher lets joblib's workers (kept idle for
+reuse, each with its CUDA context) exit a second after their last job, and a daemon that still does not stop within
+``QUIT_TIMEOUT`` seconds is reported with the command that stops it, not raised: the jobs' work is written by then
+(on an H200, with the workers left idle, ``quit`` hung and the sweep ended in a traceback, without its table). A
+daemon the user already runs (``CUDA_MPS_PIPE_DIRECTORY`` set) is used as it is and left running.
 
 Written by hand: neither Hydra's launchers nor Lightning start an MPS daemon. The GPU's settings (compute mode,
 clocks) are not touched: MPS needs none of them changed.
@@ -31,10 +35,23 @@ log = logging.getLogger(__name__)
 CONTROL = "nvidia-cuda-mps-control"
 PROBE = "import torch; print(float(torch.ones(8, device='cuda').sum()))"  # a client's first use of the GPU
 ENV = ("CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY")
+QUIT_TIMEOUT = 60.0
 
 
-def _control(env: dict, *args: str, command: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([CONTROL, *args], input=command, env=env, capture_output=True, text=True, timeout=60)
+def _control(env: dict, *args: str, command: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([CONTROL, *args], input=command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _quit(env: dict) -> bool:
+    """Stops the daemon; False (and a warning saying how to stop it) when it does not answer in time."""
+    try:
+        _control(env, command="quit\n", timeout=QUIT_TIMEOUT)
+        return True
+    except subprocess.TimeoutExpired:
+        log.warning("cuda_mps: the sweep's MPS daemon did not stop within %g s (a process still using the GPU through "
+                    "it?); the runs are written. Stop it with: echo quit | CUDA_MPS_PIPE_DIRECTORY=%s %s",
+                    QUIT_TIMEOUT, env["CUDA_MPS_PIPE_DIRECTORY"], CONTROL)
+        return False
 
 
 @contextlib.contextmanager
@@ -80,6 +97,5 @@ def cuda_mps(folder: Path, enabled: bool = True) -> Iterator[None]:
                 else:
                     os.environ[key] = value
     finally:
-        if started.returncode == 0:
-            _control(env, command="quit\n")
-        shutil.rmtree(dirs["CUDA_MPS_PIPE_DIRECTORY"], ignore_errors=True)
+        if started.returncode != 0 or _quit(env):  # a daemon still running keeps its pipe folder, to be stopped
+            shutil.rmtree(dirs["CUDA_MPS_PIPE_DIRECTORY"], ignore_errors=True)

@@ -80,3 +80,57 @@ def test_a_sweep_asking_for_mps_where_there_is_none_stops_before_any_job_with_on
     assert done.returncode == 1, log[-3000:]
     assert "needs NVIDIA's MPS control program (nvidia-cuda-mps-control" in log and "Traceback" not in log
     assert not list(tmp_path.glob("mnist_*"))  # no job ran
+
+
+def test_a_daemon_that_does_not_quit_is_reported_with_the_command_that_stops_it(fake_daemon, tmp_path, monkeypatch,
+                                                                              caplog):
+    script = fake_daemon.parent / "bin" / mps.CONTROL
+    script.write_text(script.read_text() + '[ "$1" = "-d" ] || sleep 30\n')  # quit: a client still attached
+    monkeypatch.setattr(mps, "PROBE", "pass")
+    monkeypatch.setattr(mps, "QUIT_TIMEOUT", 0.5)
+    with caplog.at_level("WARNING", logger=mps.__name__), mps.cuda_mps(tmp_path / ".cuda_mps"):
+        pipe = os.environ["CUDA_MPS_PIPE_DIRECTORY"]
+    assert "did not stop within 0.5 s" in caplog.text and f"echo quit | CUDA_MPS_PIPE_DIRECTORY={pipe} {mps.CONTROL}" in caplog.text
+    assert os.path.isdir(pipe) and not any(key in os.environ for key in mps.ENV)  # kept: the way to stop it
+
+
+# The stand-in for a sweep: its ``quit`` waits, as MPS's does, until no client is left (here: no loky worker of the
+# sweep's process, which calls it), and hangs if they stay (joblib keeps idle workers 300 s).
+_WAITING_DAEMON = """#!{python}
+import os, sys, time
+from kd_lightning.runs.stop import worker_processes
+with open(os.environ["FAKE_MPS_CALLS"], "a") as log:
+    log.write(" ".join(sys.argv[1:]) + (sys.stdin.read() if sys.argv[1:] != ["-d"] else "") + "\\n")
+if sys.argv[1:] != ["-d"]:
+    deadline = time.monotonic() + 20
+    while worker_processes(os.getppid()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    while worker_processes(os.getppid()):
+        time.sleep(1)
+"""
+
+
+def test_a_sweep_under_mps_lets_its_idle_workers_go_so_that_the_daemon_quits_and_the_table_is_written(tmp_path):
+    """A real two-job multirun in a subprocess (~30 s) with the stand-in above and the probe skipped (no GPU here);
+    on an H200 the daemon's ``quit`` hung on the idle workers and the sweep ended in a traceback, without a table."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install 'kd_lightning[shared]'")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / mps.CONTROL
+    script.write_text(_WAITING_DAEMON.format(python=sys.executable))
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    overrides = ["-m", "hydra/launcher=gpu_shared", "hydra.launcher.n_jobs=2", "hydra.launcher.cuda_mps=true",
+                 "+experiment=mnist_teacher,mnist_ce", "data/source=synthetic", "data.source.num_train=320",
+                 "data.source.num_test=32", "data.val_size=32", "trainer=cpu", "trainer.max_epochs=1",
+                 "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+                 "logger=csv", f"paths.log_dir={tmp_path / 'runs'}"]
+    program = ("import runpy, sys; from kd_lightning import cuda_mps; cuda_mps.PROBE = 'pass'; "
+               f"cuda_mps.QUIT_TIMEOUT = 40; sys.argv = ['train'] + {overrides!r}; "
+               "runpy.run_module('kd_lightning.train', run_name='__main__')")
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_MPS_CALLS": str(tmp_path / "calls")}
+    env.pop("CUDA_MPS_PIPE_DIRECTORY", None)
+    done = subprocess.run([sys.executable, "-c", program], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    assert (tmp_path / "calls").read_text().split() == ["-d", "quit"] and "did not stop" not in log
+    assert len(list((tmp_path / "runs" / "tables").glob("*.md"))) == 1 and "Sweep wall time:" in log
