@@ -151,7 +151,9 @@ def launch_in_waves(launcher, job_overrides: Sequence[Sequence[str]], initial_jo
     joblib_cfg = {**launcher.joblib, "n_jobs": launcher.n_jobs, "backend": "loky"}  # loky: Hydra's jobs need processes
     process_joblib_cfg(joblib_cfg)
     if launcher.cuda_mps:  # idle workers (kept 300 s for reuse, each a client with its CUDA context) would hold the
-        joblib_cfg["idle_worker_timeout"] = 1  # MPS daemon's quit at the end: they exit one second after their last job
+        # MPS daemon's quit at the end: they exit a second after their last job; a later wave starts new ones (a new
+        # worker's first job started ~14 s after the others on the H200 machine: importing torch and the rest)
+        joblib_cfg["idle_worker_timeout"] = 1
     folders = [_job_folders(launcher, overrides) for overrides in job_overrides]
     own = [f.own for f in folders]
     waves = job_waves(own, [f.teachers for f in folders])

@@ -20,6 +20,10 @@ the graph) and must be caught. One line per case; exit status 1 on any mismatch.
 
 On CPU (``--device cpu``) there are no graphs: the fast path's manual step runs eagerly, so the check compares it
 with Lightning's automatic step; ``--cpu-precision bf16-mixed`` puts both under bf16 autocast, as on the GPU.
+
+A case whose two identical eager runs differ on the GPU (``eager twice`` not 0: kernels with atomics, e.g. the
+backward of CRD's gather over duplicate bank indices) passes within that noise; ``--deterministic`` runs every fit
+with torch's deterministic algorithms (and cuBLAS's fixed workspace), so that such a case can be compared exactly.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import argparse
 import functools
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -312,7 +317,12 @@ def main() -> int:
                              "automatic step")
     parser.add_argument("--cpu-precision", default="32-true", choices=["32-true", "bf16-mixed"],
                         help="with --device cpu: bf16-mixed checks the manual step's autocast regions on CPU")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="torch's deterministic algorithms in every fit (for cases whose eager runs differ)")
     args = parser.parse_args()
+    if args.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: before any CUDA work
+        torch.use_deterministic_algorithms(True, warn_only=True)  # warn_only: an op without one says so, runs on
     if args.device == "cpu":
         DEVICE.update(accelerator="cpu", precision=args.cpu_precision)
     elif not torch.cuda.is_available():
@@ -325,8 +335,8 @@ def main() -> int:
     failed = [r["case"] for r in results if not r["ok"]]
     print(f"{len(results) - len(failed)} of {len(results)} cases conform ({time.perf_counter() - start:.0f} s, "
           f"{torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu ' + DEVICE['precision']}, "
-          f"torch {torch.__version__}, "
-          f"tolerance {TOLERANCE})")
+          f"torch {torch.__version__}, tolerance {TOLERANCE}"
+          f"{', deterministic algorithms' if args.deterministic else ''})")
     if failed:
         print("MISMATCH: " + "; ".join(failed))
     if args.out:
