@@ -1,7 +1,8 @@
 # call E: the last data part, join and check; the frozen repository; the runs so far (docs/results/..._runs, only
 # into a log folder that does not exist yet); start the sweep in its own process session.
 # JOBS=n jobs at once (default 1); MPS=1 a CUDA MPS daemon first (kept only if a probe passes); CONF=1 the GPU
-# conformance of this tree beside the sweep. RESTART=1: stop the running sweep and start it again (other JOBS/MPS).
+# conformance of this tree beside the sweep (CONF_ARGS: its options, e.g. "--only crd --deterministic").
+# RESTART=1: stop the running sweep and start it again (other JOBS/MPS).
 set -u
 if [ "${RESTART:-0}" = 1 ]; then
   bash /tmp/sh/stop.sh
@@ -27,7 +28,7 @@ if [ "${MPS:-0}" = 1 ]; then  # CUDA MPS: kernels of several processes run side 
 fi
 if [ "${CONF:-0}" = 1 ]; then
   rm -rf /tmp/head && mkdir -p /tmp/head && tar cf - --exclude=./.gpu --exclude=./.whl --exclude=./outputs . | tar xf - -C /tmp/head && mkdir -p /tmp/head/outputs
-  (cd /tmp/head && PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 setsid nohup python scripts/conformance.py --out /tmp/conf.json > /tmp/conf.log 2>&1 < /dev/null &)
+  (cd /tmp/head && PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 setsid nohup python scripts/conformance.py ${CONF_ARGS:-} --out /tmp/conf.json > /tmp/conf.log 2>&1 < /dev/null &)
   sleep ${SLEEP:-0}
 fi
 cd /tmp/repo && PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 setsid nohup python -m kd_lightning.train sweep=cifar10_zoo_table \
