@@ -53,6 +53,18 @@ def require_joblib_launcher() -> None:
                       f"({err}): {INSTALL}") from None
 
 
+def require_joblib_for_mps() -> None:
+    """Raises :class:`KDError` when joblib cannot end idle workers early (its ``Parallel`` takes the loky backend's
+    ``idle_worker_timeout`` from 1.5 on), which ``hydra.launcher.cuda_mps=true`` needs."""
+    import joblib
+    from packaging.version import Version
+
+    if Version(joblib.__version__) < Version("1.5"):
+        raise KDError(f"hydra.launcher.cuda_mps=true needs joblib 1.5 or later (here {joblib.__version__}), whose "
+                      f"workers can exit after their last job so that the MPS daemon can stop: pip install -U "
+                      f"'joblib>=1.5' (or drop hydra.launcher.cuda_mps=true)")
+
+
 def job_waves(own: Sequence[Path | None], teachers: Sequence[Sequence[Path]]) -> list[list[int]]:
     """Job indices in waves: job ``i`` (run folder ``own[i]``, teacher folders ``teachers[i]``) goes one wave after
     the latest wave of the jobs that train its teachers; jobs keep their order inside a wave."""
@@ -150,9 +162,11 @@ def launch_in_waves(launcher, job_overrides: Sequence[Sequence[str]], initial_jo
     sweep_dir.mkdir(parents=True, exist_ok=True)
     joblib_cfg = {**launcher.joblib, "n_jobs": launcher.n_jobs, "backend": "loky"}  # loky: Hydra's jobs need processes
     process_joblib_cfg(joblib_cfg)
-    if launcher.cuda_mps:  # idle workers (kept 300 s for reuse, each a client with its CUDA context) would hold the
-        # MPS daemon's quit at the end: they exit a second after their last job; a later wave starts new ones (a new
-        # worker's first job started ~14 s after the others on the H200 machine: importing torch and the rest)
+    if launcher.cuda_mps:
+        # idle workers (kept 300 s for reuse, each a client with its CUDA context) would hold the MPS daemon's quit at
+        # the end: they exit a second after their last job; a later wave starts new ones (a new worker's first job
+        # started ~14 s after the others on the H200 machine: importing torch and the rest)
+        require_joblib_for_mps()
         joblib_cfg["idle_worker_timeout"] = 1
     folders = [_job_folders(launcher, overrides) for overrides in job_overrides]
     own = [f.own for f in folders]

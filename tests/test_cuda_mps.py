@@ -95,6 +95,17 @@ def test_a_daemon_that_does_not_quit_is_reported_with_the_command_that_stops_it(
     assert os.path.isdir(pipe) and not any(key in os.environ for key in mps.ENV)  # kept: the way to stop it
 
 
+def test_mps_with_a_joblib_that_keeps_idle_workers_names_the_version_and_the_pip_command(monkeypatch):
+    joblib = pytest.importorskip("joblib")
+    from kd_lightning.shared_gpu import require_joblib_for_mps
+
+    monkeypatch.setattr(joblib, "__version__", "1.4.2")
+    with pytest.raises(KDError, match=r"needs joblib 1.5 or later \(here 1.4.2\).*pip install -U 'joblib>=1.5'"):
+        require_joblib_for_mps()
+    monkeypatch.setattr(joblib, "__version__", "1.5.0")
+    require_joblib_for_mps()
+
+
 # The stand-in for a sweep: its ``quit`` waits, as MPS's does, until no client is left (here: no loky worker of the
 # sweep's process, which calls it; joblib keeps idle workers 300 s).
 _WAITING_DAEMON = """#!{python}
