@@ -2,8 +2,9 @@
 
 Without MPS the processes sharing a GPU take turns on it: a small student's step leaves most of an H200's SMs
 empty, and a second process cannot fill them (measured: three ResNet-20 students at once trained no more images a
-second together than one alone). With an MPS daemon their kernels run side by side (measured: three such students
-trained ~1.75× the images a second of one alone; README, "Several jobs at once"). This starts one for the sweep
+second together than one alone). With an MPS daemon their kernels run side by side (three such students logged
+~1.75× the images a second of one alone; ``scripts/benchmark.py --mode sweep`` measures the sweep's wall time against
+job by job; README, "Several jobs at once"). This starts one for the sweep
 (its own pipe folder, its log in the sweep folder: it touches no system-wide daemon), checks with a one-tensor
 CUDA probe that a client can use it, hands its folders to the job processes through the environment (they are
 started after this, and CUDA reads ``CUDA_MPS_PIPE_DIRECTORY`` when a process first uses the GPU), and stops it at

@@ -95,15 +95,13 @@ def table(results: dict, ratios: dict) -> str:
 def run(ways: list[str], jobs: int, epochs: int, device: str, out_dir: Path, data: Path | None = None,
         experiments: str | None = None, extra: list[str] | None = None) -> tuple[dict, Path]:
     import numpy as np
+    from benchmark import synthetic_arrays  # this script's folder is on sys.path
 
     work = Path(tempfile.mkdtemp(prefix="kd_sweep_benchmark_"))
     if device == "cuda":
         if data is None:  # random CIFAR-sized images: speed does not depend on pixel values
-            rng = np.random.default_rng(0)
             data = work / "cifar10.npz"
-            np.savez(data, x_train=rng.integers(0, 256, (50000, 32, 32, 3), dtype=np.uint8),
-                     y_train=rng.integers(0, 10, 50000), x_test=rng.integers(0, 256, (1000, 32, 32, 3), dtype=np.uint8),
-                     y_test=rng.integers(0, 10, 1000))
+            np.savez(data, **synthetic_arrays("cifar10"))
         common = ["trainer=gpu", "speed=fast", "data/source=npz", f"data.source.path={data}", f"recipe.epochs={epochs}"]
         experiments = experiments or GPU_JOBS
     else:
