@@ -77,6 +77,21 @@ def test_a_multiruns_recipe_length_composes_before_the_jobs_pick_their_recipe():
     validate(stepped)
 
 
+def test_a_students_sweep_takes_another_teacher_with_double_plus(tmp_path):
+    """The README's teacher.checkpoint in a multirun over student experiments: Hydra composes the command line once
+    without them, where a plain override of the teacher they add fails; ++ composes, and each job gets the path."""
+    from hydra.errors import ConfigCompositionException
+
+    checkpoint = str(tmp_path / "teacher.ckpt")
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        with pytest.raises(ConfigCompositionException, match="Could not override 'teacher.checkpoint'"):
+            compose("train", overrides=[f"teacher.checkpoint={checkpoint}"])
+        compose("train", overrides=[f"++teacher.checkpoint={checkpoint}"])
+        for experiment in ("cifar10/kd", "cifar10/dkd"):
+            job = compose("train", overrides=[f"+experiment={experiment}", f"++teacher.checkpoint={checkpoint}"])
+            assert job.teacher.checkpoint == checkpoint and job.teacher.run.seed == 0
+
+
 def test_a_trainer_length_apart_from_the_recipe_warns_that_the_milestones_stay(make_config, caplog):
     """trainer.max_epochs=30 under recipe=crd trains 30 epochs at a constant rate (milestones 150/180/210)."""
     from kd_lightning.validate import validate
@@ -102,12 +117,14 @@ def table_jobs(tmp_path, *overrides):
 
 
 def test_the_table_sweep_composes_every_job_and_trains_the_teacher_first(tmp_path):
-    """15 jobs composed as the sweep composes them (~1 s each: the one slow test of this file)."""
+    """17 jobs composed as the sweep composes them (~1 s each: the one slow test of this file)."""
     jobs, folders, teachers = table_jobs(tmp_path, "recipe.epochs=30")
     methods = [cfg.run_name.removeprefix("cifar10_zoo_") for cfg in jobs]
     assert methods == ["teacher_resnet56", *["ce"] * 3, *["kd"] * 3, "fitnets", "at", "sp", "pkt", "rkd", "crd", "dkd",
-                       "dist"]
-    assert [cfg.seed for cfg in jobs[1:7]] == [0, 1, 2, 0, 1, 2] and all(cfg.seed == 0 for cfg in jobs[7:])
+                       *["dist"] * 3]
+    seeds = [cfg.seed for cfg in jobs]
+    assert seeds[1:7] == [0, 1, 2, 0, 1, 2] and seeds[-3:] == [0, 1, 2] and set(seeds[7:-3]) == {0}
+    assert [cfg.data.seed for cfg in jobs] == seeds  # each seed its own data order too
     assert len(set(folders)) == len(TABLE)  # every job its own run
     for cfg in jobs:
         assert (cfg.data.name, cfg.data.num_classes, cfg.data.batch_size, cfg.trainer.max_epochs) == ("cifar10", 10, 64, 30)
