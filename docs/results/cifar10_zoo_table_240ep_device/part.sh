@@ -1,2 +1,2 @@
-# calls B, C: one more data part (CHUNK=n)
+# calls B–E: one more data part (CHUNK=n)
 cp .gpu/cifar10.npz.part${CHUNK} /tmp/parts/ && ls -la /tmp/parts

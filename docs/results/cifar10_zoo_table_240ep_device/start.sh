@@ -1,4 +1,4 @@
-# call E: the last data part, join and check; the frozen repository; the runs so far (docs/results/..._runs, only
+# call F: the last data part, join and check; the frozen repository; the runs so far (docs/results/..._runs, only
 # into a log folder that does not exist yet); start the sweep in its own process session.
 # JOBS=n jobs at once (default 1); MPS=1 a CUDA MPS daemon first (kept only if a probe passes); CONF=1 the GPU
 # conformance of this tree beside the sweep (CONF_ARGS: its options, e.g. "--only crd --deterministic").
@@ -8,11 +8,11 @@ if [ "${RESTART:-0}" = 1 ]; then
   bash /tmp/sh/stop.sh
   [ "${MPS:-0}" = 1 ] || { echo quit | CUDA_MPS_PIPE_DIRECTORY=/tmp/mps nvidia-cuda-mps-control 2>/dev/null; sleep 2; }
 else
-  cp .gpu/cifar10.npz.part${LAST:-4} /tmp/parts/ && mkdir -p /tmp/d && cat /tmp/parts/cifar10.npz.part* > /tmp/d/cifar10.npz
+  cp .gpu/cifar10.npz.part${LAST:-5} /tmp/parts/ && mkdir -p /tmp/d && cat /tmp/parts/cifar10.npz.part* > /tmp/d/cifar10.npz
   sha256sum -c .gpu/cifar10.sha256 || exit 1
   rm -rf /tmp/repo && mkdir -p /tmp/repo && tar xzf .gpu/z240/repo.tgz -C /tmp/repo || exit 1
   cp kd_lightning/data/embedded/mnist.npz /tmp/repo/kd_lightning/data/embedded/
-  LIST=${LIST:-cifar10/teacher_resnet56,cifar10/dkd,cifar10/dist,cifar10/at,cifar10/sp,cifar10/pkt,cifar10/rkd,cifar10/ce}
+  LIST=${LIST:-cifar10/teacher_resnet56,cifar10/pkt,cifar10/rkd,cifar10/dkd,cifar10/dist_seed1,cifar10/dist_seed2,cifar10/ce_seed1,cifar10/ce_seed2,cifar10/kd,cifar10/kd_seed1,cifar10/kd_seed2,cifar10/fitnets,cifar10/crd}  # the jobs left, then the runs whose folders were lost (segment 5)
   sed -i "s#^\(      +experiment: \).*#\1${LIST}#" /tmp/repo/conf/sweep/cifar10_zoo_table.yaml
   grep -n "+experiment" /tmp/repo/conf/sweep/cifar10_zoo_table.yaml
   [ -d /tmp/z240 ] || { mkdir -p /tmp/z240 && cp -r docs/results/cifar10_zoo_table_240ep_runs/. /tmp/z240/; }
