@@ -12,7 +12,9 @@ else
   sha256sum -c .gpu/cifar10.sha256 || exit 1
   rm -rf /tmp/repo && mkdir -p /tmp/repo && tar xzf .gpu/z240/repo.tgz -C /tmp/repo || exit 1
   cp kd_lightning/data/embedded/mnist.npz /tmp/repo/kd_lightning/data/embedded/
-  LIST=${LIST:-cifar10/teacher_resnet56,cifar10/pkt,cifar10/rkd,cifar10/dkd,cifar10/dist_seed1,cifar10/dist_seed2,cifar10/ce_seed1,cifar10/ce_seed2,cifar10/kd,cifar10/kd_seed1,cifar10/kd_seed2,cifar10/fitnets,cifar10/crd}  # the jobs left, then the runs whose folders were lost (segment 5)
+  LIST=${LIST:-cifar10/teacher_resnet56,cifar10/pkt,cifar10/kd,cifar10/kd_seed1,cifar10/kd_seed2,cifar10/crd,cifar10/fitnets}  # the job left, then the students whose folders were lost (segment 5)
+  # CE's seeds 1-2 (also lost) are left out: jobs without a teacher run in the teacher's wave, before every student,
+  # wherever they are in the list (segment 8); add them (LIST=...,cifar10/ce_seed1,cifar10/ce_seed2) once these are done
   sed -i "s#^\(      +experiment: \).*#\1${LIST}#" /tmp/repo/conf/sweep/cifar10_zoo_table.yaml
   grep -n "+experiment" /tmp/repo/conf/sweep/cifar10_zoo_table.yaml
   [ -d /tmp/z240 ] || { mkdir -p /tmp/z240 && cp -r docs/results/cifar10_zoo_table_240ep_runs/. /tmp/z240/; }
