@@ -8,8 +8,8 @@ job by job; README, "Several jobs at once"). This starts one for the sweep
 (its own pipe folder, its log in the sweep folder: it touches no system-wide daemon), checks with a one-tensor
 CUDA probe that a client can use it, hands its folders to the job processes through the environment (they are
 started after this, and CUDA reads ``CUDA_MPS_PIPE_DIRECTORY`` when a process first uses the GPU), and stops it at
-the end. The daemon's ``quit`` waits until its clients have gone: the launcher lets joblib's workers (kept idle for
-reuse, each with its CUDA context) exit a second after their last job, and a daemon that still does not stop within
+the end. The daemon's ``quit`` waits until its clients have gone: the launcher stops joblib's workers (kept idle for
+reuse, each with its CUDA context) once the sweep's last wave is done, and a daemon that still does not stop within
 ``QUIT_TIMEOUT`` seconds is reported with the command that stops it, not raised: the jobs' work is written by then
 (on an H200, with the workers left idle, ``quit`` hung and the sweep ended in a traceback, without its table). A
 daemon the user already runs (``CUDA_MPS_PIPE_DIRECTORY`` set) is used as it is and left running.

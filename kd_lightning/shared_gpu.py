@@ -20,9 +20,10 @@ joblib launcher (hydra-joblib-launcher, loky processes) runs the jobs; on top of
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -51,18 +52,6 @@ def require_joblib_launcher() -> None:
     except ImportError as err:
         raise KDError(f"hydra/launcher=gpu_shared runs the jobs with Hydra's joblib launcher, which is not installed "
                       f"({err}): {INSTALL}") from None
-
-
-def require_joblib_for_mps() -> None:
-    """Raises :class:`KDError` when joblib cannot end idle workers early (its ``Parallel`` takes the loky backend's
-    ``idle_worker_timeout`` from 1.5 on), which ``hydra.launcher.cuda_mps=true`` needs."""
-    import joblib
-    from packaging.version import Version
-
-    if Version(joblib.__version__) < Version("1.5"):
-        raise KDError(f"hydra.launcher.cuda_mps=true needs joblib 1.5 or later (here {joblib.__version__}), whose "
-                      f"workers can exit after their last job so that the MPS daemon can stop: pip install -U "
-                      f"'joblib>=1.5' (or drop hydra.launcher.cuda_mps=true)")
 
 
 def job_waves(own: Sequence[Path | None], teachers: Sequence[Sequence[Path]]) -> list[list[int]]:
@@ -151,6 +140,25 @@ def _outcome(result: JobReturn | None, folder: Path) -> str:
     return f"{summary.get('status', 'ended')} {result_line(summary)}".rstrip()
 
 
+@contextlib.contextmanager
+def _workers_end_with_the_sweep(enabled: bool) -> Iterator[None]:
+    """On leaving (``enabled``: under the sweep's MPS daemon), stops joblib's loky workers, which it keeps idle for
+    reuse (300 s): each is a client of the daemon, whose ``quit`` waits for every client to go. Until then the
+    workers stay, so a later wave runs on the processes of the earlier one: workers that exited after their last
+    job (joblib's ``idle_worker_timeout=1``, the way this was first done) cost every later wave a new process each,
+    ~12 s of importing torch and the rest on the H200 machine, for every worker idle in an earlier wave.
+
+    By hand: joblib ends a ``Parallel`` call without ending its workers (they are for the next call), and has no
+    call that ends them; loky's public ``get_reusable_executor(reuse=True)`` is the executor joblib used."""
+    try:
+        yield
+    finally:
+        if enabled:
+            from joblib.externals.loky import get_reusable_executor
+
+            get_reusable_executor(reuse=True).shutdown(wait=True)
+
+
 def launch_in_waves(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
     """What hydra-joblib-launcher's ``launch`` does (its ``execute_job`` in loky processes), wave by wave."""
     from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
@@ -162,19 +170,14 @@ def launch_in_waves(launcher, job_overrides: Sequence[Sequence[str]], initial_jo
     sweep_dir.mkdir(parents=True, exist_ok=True)
     joblib_cfg = {**launcher.joblib, "n_jobs": launcher.n_jobs, "backend": "loky"}  # loky: Hydra's jobs need processes
     process_joblib_cfg(joblib_cfg)
-    if launcher.cuda_mps:
-        # idle workers (kept 300 s for reuse, each a client with its CUDA context) would hold the MPS daemon's quit at
-        # the end: they exit a second after their last job; a later wave starts new ones (a new worker's first job
-        # started ~14 s after the others on the H200 machine: importing torch and the rest)
-        require_joblib_for_mps()
-        joblib_cfg["idle_worker_timeout"] = 1
     folders = [_job_folders(launcher, overrides) for overrides in job_overrides]
     own = [f.own for f in folders]
     waves = job_waves(own, [f.teachers for f in folders])
     worker_context, tables = _split_callbacks(launcher.hydra_context)
     singleton_state = Singleton.get_state()
     returns: list[JobReturn | None] = [None] * len(job_overrides)
-    with cuda_mps(sweep_dir / ".cuda_mps", launcher.cuda_mps), stop_jobs_on_signal(own, grace=launcher.stop_grace):
+    with cuda_mps(sweep_dir / ".cuda_mps", launcher.cuda_mps), stop_jobs_on_signal(own, grace=launcher.stop_grace), \
+            _workers_end_with_the_sweep(launcher.cuda_mps):
         for number, wave in enumerate(waves, 1):
             log.info("gpu_shared: wave %d of %d, %d jobs, %d at a time:\n%s", number, len(waves), len(wave),
                      launcher.n_jobs, "\n".join(f"\t#{initial_job_idx + i} : {' '.join(filter_overrides(job_overrides[i]))}"

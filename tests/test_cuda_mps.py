@@ -95,40 +95,50 @@ def test_a_daemon_that_does_not_quit_is_reported_with_the_command_that_stops_it(
     assert os.path.isdir(pipe) and not any(key in os.environ for key in mps.ENV)  # kept: the way to stop it
 
 
-def test_mps_with_a_joblib_that_keeps_idle_workers_names_the_version_and_the_pip_command(monkeypatch):
-    joblib = pytest.importorskip("joblib")
-    from kd_lightning.shared_gpu import require_joblib_for_mps
-
-    monkeypatch.setattr(joblib, "__version__", "1.4.2")
-    with pytest.raises(KDError, match=r"needs joblib 1.5 or later \(here 1.4.2\).*pip install -U 'joblib>=1.5'"):
-        require_joblib_for_mps()
-    monkeypatch.setattr(joblib, "__version__", "1.5.0")
-    require_joblib_for_mps()
-
-
-# The stand-in for a sweep: its ``quit`` waits, as MPS's does, until no client is left (here: no loky worker of the
-# sweep's process, which calls it; joblib keeps idle workers 300 s).
+# The stand-in for a sweep's daemon: its ``quit`` waits, as MPS's does, until no client is left (here: no loky worker
+# of the sweep's process, which calls it; joblib keeps idle workers 300 s); from ``-d`` on, a process of its own
+# writes down every worker the sweep has had (the clients a real daemon would serve), one pid a line.
 _WAITING_DAEMON = """#!{python}
-import os, sys, time
+import os, subprocess, sys, time
 from kd_lightning.runs.stop import worker_processes
 with open(os.environ["FAKE_MPS_CALLS"], "a") as log:
     log.write(" ".join(sys.argv[1:]) + (sys.stdin.read() if sys.argv[1:] != ["-d"] else "") + "\\n")
+if sys.argv[1:] == ["-d"]:
+    subprocess.Popen([sys.executable, "-c", {clients!r}, str(os.getppid())], stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, start_new_session=True)
 while sys.argv[1:] != ["-d"] and worker_processes(os.getppid()):
     time.sleep(0.1)
 """
+_CLIENTS = """
+import os, pathlib, sys, time
+sweep, seen = sys.argv[1], set()  # no kd_lightning import: this must run before the first worker starts
+while pathlib.Path(f"/proc/{sweep}").exists():
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields, command = stat.read_text().rsplit(")", 1)[1].split(), stat.with_name("cmdline").read_bytes()
+        except OSError:
+            continue
+        if fields[1] == sweep and b"loky" in command and b"resource_tracker" not in command and stat.parent.name not in seen:
+            seen.add(stat.parent.name)
+            with open(os.environ["FAKE_MPS_CALLS"] + ".clients", "a") as out:
+                out.write(stat.parent.name + " ")
+    time.sleep(0.02)
+"""
 
 
-def test_a_sweep_under_mps_lets_its_idle_workers_go_so_that_the_daemon_quits_and_the_table_is_written(tmp_path):
-    """A real two-job multirun in a subprocess (~30 s) with the stand-in above and the probe skipped (no GPU here);
-    on an H200 the daemon's ``quit`` hung on the idle workers and the sweep ended in a traceback, without a table."""
+def test_a_sweep_under_mps_keeps_its_workers_across_waves_then_lets_them_go_so_that_the_daemon_quits(tmp_path):
+    """A real two-wave multirun in a subprocess (~30 s; a teacher, then its student, two workers) with the stand-in
+    above and the probe skipped (no GPU here). On an H200 the daemon's ``quit`` hung on the idle workers and the
+    sweep ended in a traceback, without a table; then, with workers that exited a second after their last job, the
+    worker left idle by the teacher's wave was replaced by a new one for the students' (~12 s there)."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install 'kd_lightning[shared]'")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     script = bin_dir / mps.CONTROL
-    script.write_text(_WAITING_DAEMON.format(python=sys.executable))
+    script.write_text(_WAITING_DAEMON.format(python=sys.executable, clients=_CLIENTS))
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     overrides = ["-m", "hydra/launcher=gpu_shared", "hydra.launcher.n_jobs=2", "hydra.launcher.cuda_mps=true",
-                 "+experiment=mnist_teacher,mnist_ce", "data/source=synthetic", "data.source.num_train=320",
+                 "+experiment=mnist_teacher,mnist_kd", "data/source=synthetic", "data.source.num_train=320",
                  "data.source.num_test=32", "data.val_size=32", "trainer=cpu", "trainer.max_epochs=1",
                  "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
                  "logger=csv", f"paths.log_dir={tmp_path / 'runs'}"]
@@ -144,3 +154,5 @@ def test_a_sweep_under_mps_lets_its_idle_workers_go_so_that_the_daemon_quits_and
     assert done.returncode == 0, log[-3000:]
     assert (tmp_path / "calls").read_text().split() == ["-d", "quit"] and "did not stop" not in log
     assert len(list((tmp_path / "runs" / "tables").glob("*.md"))) == 1 and "Sweep wall time:" in log
+    assert "wave 1 of 2, 1 jobs, 2 at a time" in log and "wave 2 of 2, 1 jobs" in log
+    assert len((tmp_path / "calls.clients").read_text().split()) == 2  # the same two workers for both waves
