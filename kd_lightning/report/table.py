@@ -250,7 +250,8 @@ def markdown_table(summaries: list[dict], metric: str = "test/acc", baseline: st
     notes = []
     for row in rows:
         mean, std = row[f"{metric} mean"], row[f"{metric} std"]
-        spread = f"{100 * mean:.2f} ± {100 * std:.2f}" if mean is not None else "–"
+        seeds = sum(isinstance(v, float) for v in row["per_seed"].values())
+        spread = "–" if mean is None else f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if seeds > 1 else "")  # no spread from one seed
         per_seed = ", ".join(f"s{s}: {_pct(v) if isinstance(v, float) else v}" for s, v in row["per_seed"].items())
         delta = ""
         if with_delta:
