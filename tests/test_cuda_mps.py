@@ -97,7 +97,7 @@ def test_a_daemon_that_does_not_quit_is_reported_with_the_command_that_stops_it(
 
 # The stand-in for a sweep's daemon: its ``quit`` waits, as MPS's does, until no client is left (here: no loky worker
 # of the sweep's process, which calls it; joblib keeps idle workers 300 s); from ``-d`` on, a process of its own
-# writes down every worker the sweep has had (the clients a real daemon would serve), one pid a line.
+# writes down every worker the sweep has had (the clients a real daemon would serve), their pids.
 _WAITING_DAEMON = """#!{python}
 import os, subprocess, sys, time
 from kd_lightning.runs.stop import worker_processes
