@@ -250,8 +250,7 @@ def markdown_table(summaries: list[dict], metric: str = "test/acc", baseline: st
     notes = []
     for row in rows:
         mean, std = row[f"{metric} mean"], row[f"{metric} std"]
-        seeds = sum(isinstance(v, float) for v in row["per_seed"].values())
-        spread = "–" if mean is None else f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if seeds > 1 else "")  # no spread from one seed
+        spread = "–" if mean is None else f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if row["seeds"] > 1 else "")  # one seed: no spread
         per_seed = ", ".join(f"s{s}: {_pct(v) if isinstance(v, float) else v}" for s, v in row["per_seed"].items())
         delta = ""
         if with_delta:
