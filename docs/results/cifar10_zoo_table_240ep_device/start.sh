@@ -17,7 +17,8 @@ else
   # wherever they are in the list (segment 8); add them (LIST=...,cifar10/ce_seed1,cifar10/ce_seed2) once these are done
   sed -i "s#^\(      +experiment: \).*#\1${LIST}#" /tmp/repo/conf/sweep/cifar10_zoo_table.yaml
   grep -n "+experiment" /tmp/repo/conf/sweep/cifar10_zoo_table.yaml
-  [ -d /tmp/z240 ] || { mkdir -p /tmp/z240 && cp -r docs/results/cifar10_zoo_table_240ep_runs/. /tmp/z240/; }
+  [ -d /tmp/z240 ] || { mkdir -p /tmp/z240 && cp -r docs/results/cifar10_zoo_table_240ep_runs/. /tmp/z240/ &&
+    sleep 1 && touch /tmp/z240.copied; }  # save.sh packs only what the sweep writes after this mark
   find /tmp/z240 -name summary.json | wc -l
 fi
 if [ "${MPS:-0}" = 1 ]; then  # CUDA MPS: kernels of several processes run side by side (a user-space daemon)
