@@ -8,11 +8,11 @@ if [ "${RESTART:-0}" = 1 ]; then
   bash /tmp/sh/stop.sh
   [ "${MPS:-0}" = 1 ] || { echo quit | CUDA_MPS_PIPE_DIRECTORY=/tmp/mps nvidia-cuda-mps-control 2>/dev/null; sleep 2; }
 else
-  cp .gpu/cifar10.npz.part${LAST:-5} /tmp/parts/ && mkdir -p /tmp/d && cat /tmp/parts/cifar10.npz.part* > /tmp/d/cifar10.npz
+  cp .gpu/cifar10.npz.part${LAST:-7} /tmp/parts/ && mkdir -p /tmp/d && cat /tmp/parts/cifar10.npz.part* > /tmp/d/cifar10.npz
   sha256sum -c .gpu/cifar10.sha256 || exit 1
   rm -rf /tmp/repo && mkdir -p /tmp/repo && tar xzf .gpu/z240/repo.tgz -C /tmp/repo || exit 1
   cp kd_lightning/data/embedded/mnist.npz /tmp/repo/kd_lightning/data/embedded/
-  LIST=${LIST:-cifar10/teacher_resnet56,cifar10/pkt,cifar10/kd,cifar10/kd_seed1,cifar10/kd_seed2,cifar10/crd,cifar10/fitnets}  # the job left, then the students whose folders were lost (segment 5)
+  LIST=${LIST:-cifar10/teacher_resnet56,cifar10/crd,cifar10/fitnets}  # the folders segment 5 lost, CRD first (segment 10)
   # CE's seeds 1-2 (also lost) are left out: jobs without a teacher run in the teacher's wave, before every student,
   # wherever they are in the list (segment 8); add them (LIST=...,cifar10/ce_seed1,cifar10/ce_seed2) once these are done
   sed -i "s#^\(      +experiment: \).*#\1${LIST}#" /tmp/repo/conf/sweep/cifar10_zoo_table.yaml
