@@ -207,9 +207,10 @@ def main() -> None:
     sweep.add_argument("--jobs", type=int, default=3, help="jobs at once for shared and shared_mps (default 3)")
     sweep.add_argument("--experiments", help="the sweep's experiments, comma-separated (default on cuda: "
                        "cifar10/teacher_resnet56,cifar10/ce,cifar10/kd,cifar10/dkd,cifar10/at)")
-    sweep.add_argument("--sweep-override", nargs="*", default=[], help="extra overrides for every job; a key the experiments "
-                       "add needs ++ (e.g. ++teacher.checkpoint=PATH for students only): Hydra composes the command line "
-                       "once before any experiment is chosen")
+    sweep.add_argument("--sweep-override", nargs="*", default=[],
+                       help="extra overrides for every job; a key the experiments add needs ++ (e.g. "
+                       "++teacher.checkpoint=PATH for students only): Hydra composes the command line once before any "
+                       "experiment is chosen")
     parser.add_argument("--epochs", type=int, help="epochs per phase (default: 10 on cuda as in the tutorial, 1 on cpu; "
                         "sweep mode: 5 on cuda, 1 on cpu)")
     parser.add_argument("--data", type=Path, help="a Keras-style .npz of real data instead of random images")

@@ -111,14 +111,17 @@ while sys.argv[1:] != ["-d"] and worker_processes(os.getppid()):
 """
 _CLIENTS = """
 import os, pathlib, sys, time
-sweep, seen = sys.argv[1], set()  # no kd_lightning import: this must run before the first worker starts
+sweep, seen = sys.argv[1], set()
+# kd_lightning.runs.stop.worker_processes does this scan, but importing it takes seconds (hydra and the rest), and this
+# must be watching before the first worker starts
 while pathlib.Path(f"/proc/{sweep}").exists():
     for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
         try:
             fields, command = stat.read_text().rsplit(")", 1)[1].split(), stat.with_name("cmdline").read_bytes()
         except OSError:
             continue
-        if fields[1] == sweep and b"loky" in command and b"resource_tracker" not in command and stat.parent.name not in seen:
+        worker = fields[1] == sweep and b"loky" in command and b"resource_tracker" not in command
+        if worker and stat.parent.name not in seen:
             seen.add(stat.parent.name)
             with open(os.environ["FAKE_MPS_CALLS"] + ".clients", "a") as out:
                 out.write(stat.parent.name + " ")

@@ -250,7 +250,9 @@ def markdown_table(summaries: list[dict], metric: str = "test/acc", baseline: st
     notes = []
     for row in rows:
         mean, std = row[f"{metric} mean"], row[f"{metric} std"]
-        spread = "–" if mean is None else f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if row["seeds"] > 1 else "")  # one seed: no spread
+        spread = "–" if mean is None else f"{100 * mean:.2f}"
+        if mean is not None and row["seeds"] > 1:  # one seed has no spread to show
+            spread += f" ± {100 * std:.2f}"
         per_seed = ", ".join(f"s{s}: {_pct(v) if isinstance(v, float) else v}" for s, v in row["per_seed"].items())
         delta = ""
         if with_delta:
