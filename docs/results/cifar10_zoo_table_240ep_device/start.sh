@@ -12,9 +12,8 @@ else
   sha256sum -c .gpu/cifar10.sha256 || exit 1
   rm -rf /tmp/repo && mkdir -p /tmp/repo && tar xzf .gpu/z240/repo.tgz -C /tmp/repo || exit 1
   cp kd_lightning/data/embedded/mnist.npz /tmp/repo/kd_lightning/data/embedded/
-  LIST=${LIST:-cifar10/teacher_resnet56,cifar10/crd,cifar10/fitnets}  # the folders segment 5 lost, CRD first (segment 10)
-  # CE's seeds 1-2 (also lost) are left out: jobs without a teacher run in the teacher's wave, before every student,
-  # wherever they are in the list (segment 8); add them (LIST=...,cifar10/ce_seed1,cifar10/ce_seed2) once these are done
+  LIST=${LIST:-cifar10/teacher_resnet56,cifar10/ce_seed1,cifar10/ce_seed2}  # the last folders segment 5 lost (segment 11)
+  # (jobs without a teacher run in the teacher's wave, before every student, wherever they are in the list)
   sed -i "s#^\(      +experiment: \).*#\1${LIST}#" /tmp/repo/conf/sweep/cifar10_zoo_table.yaml
   grep -n "+experiment" /tmp/repo/conf/sweep/cifar10_zoo_table.yaml
   [ -d /tmp/z240 ] || { mkdir -p /tmp/z240 && cp -r docs/results/cifar10_zoo_table_240ep_runs/. /tmp/z240/ &&

@@ -7,5 +7,5 @@ for s in $(find /tmp/z240 -name summary.json | sort); do python3 -c "import json
 PYTHONPATH=/tmp/site python /tmp/sh/rates.py /tmp/z240 ${LAST:-3} 2>/dev/null
 tail -c 3000 /tmp/z240.log | tr '\r' '\n' | grep -v '^\s*$' | tail -3
 [ -f /tmp/conf.log ] && { echo "-- conformance"; tail -3 /tmp/conf.log; }
-pgrep -f "kd_lightning.train" > /dev/null && echo "sweep running" || echo "sweep NOT running"
+pgrep -f "^[^ ]*python[^ ]* -m kd_lightning[.]train" > /dev/null && echo "sweep running" || echo "sweep NOT running"
 STOP=${STOP:-0} bash /tmp/sh/save.sh
