@@ -3,6 +3,7 @@
 The daemon is a stand-in script here (no GPU in CI); on a GPU the launcher's runs are measured by hand (README)."""
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -130,10 +131,11 @@ while pathlib.Path(f"/proc/{sweep}").exists():
 
 
 def test_a_sweep_under_mps_keeps_its_workers_across_waves_then_lets_them_go_so_that_the_daemon_quits(tmp_path):
-    """A real two-wave multirun in a subprocess (~30 s; a teacher, then its student, two workers) with the stand-in
-    above and the probe skipped (no GPU here). On an H200 the daemon's ``quit`` hung on the idle workers and the
-    sweep ended in a traceback, without a table; then, with workers that exited a second after their last job, the
-    worker left idle by the teacher's wave was replaced by a new one for the students' (~12 s there)."""
+    """A real two-wave multirun in a subprocess (~30 s; a teacher, then its two students, two workers) with the
+    stand-in above and the probe skipped (no GPU here). On an H200 the daemon's ``quit`` hung on the idle workers and
+    the sweep ended in a traceback, without a table; then, with workers that exited a second after their last job,
+    the worker left idle by the teacher's wave was replaced by a new one for the students' (~12 s there); then that
+    worker, kept, still imported torch with its first student (16.6 s after the other student started)."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install 'kd_lightning[shared]'")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -141,7 +143,7 @@ def test_a_sweep_under_mps_keeps_its_workers_across_waves_then_lets_them_go_so_t
     script.write_text(_WAITING_DAEMON.format(python=sys.executable, clients=_CLIENTS))
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     overrides = ["-m", "hydra/launcher=gpu_shared", "hydra.launcher.n_jobs=2", "hydra.launcher.cuda_mps=true",
-                 "+experiment=mnist_teacher,mnist_kd", "data/source=synthetic", "data.source.num_train=320",
+                 "+experiment=mnist_teacher,mnist_kd,mnist_data_free", "data/source=synthetic", "data.source.num_train=320",
                  "data.source.num_test=32", "data.val_size=32", "trainer=cpu", "trainer.max_epochs=1",
                  "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
                  "logger=csv", f"paths.log_dir={tmp_path / 'runs'}"]
@@ -157,5 +159,10 @@ def test_a_sweep_under_mps_keeps_its_workers_across_waves_then_lets_them_go_so_t
     assert done.returncode == 0, log[-3000:]
     assert (tmp_path / "calls").read_text().split() == ["-d", "quit"] and "did not stop" not in log
     assert len(list((tmp_path / "runs" / "tables").glob("*.md"))) == 1 and "Sweep wall time:" in log
-    assert "wave 1 of 2, 1 jobs, 2 at a time" in log and "wave 2 of 2, 1 jobs" in log
-    assert len((tmp_path / "calls.clients").read_text().split()) == 2  # the same two workers for both waves
+    assert "wave 1 of 2, 1 jobs, 2 at a time" in log and "wave 2 of 2, 2 jobs" in log
+    clients = (tmp_path / "calls.clients").read_text().split()
+    assert len(clients) == 2  # the same two workers for both waves
+    # the worker idle in the teacher's wave had imported the training code before it (the warm-up's two workers
+    # are the sweep's two)
+    warmed = re.search(r"2 workers imported the training code before wave 1 \(.*; pids (\d+) (\d+)\)", log)
+    assert warmed and set(warmed.groups()) == set(clients), log[-3000:]

@@ -48,6 +48,29 @@ def test_console_to_sends_the_file_descriptors_to_the_file_and_says_lines_on_the
     assert "bar" not in out + err and "warning" not in err
 
 
+@pytest.fixture
+def loky_workers():
+    """Loky's reusable executor for this test only: its workers are stopped afterwards (joblib keeps them 300 s)."""
+    joblib = pytest.importorskip("joblib")
+    yield {"n_jobs": 2, "backend": "loky"}
+    joblib.externals.loky.get_reusable_executor(reuse=True).shutdown(wait=True)
+
+
+def test_warm_up_has_each_worker_a_later_wave_needs_import_the_code_and_only_then(loky_workers, caplog):
+    caplog.set_level("INFO", logger="kd_lightning.shared_gpu")
+    # a teacher alone, then two students: both workers import first, each its own task (they wait for each other)
+    pids = shared.warm_up(loky_workers, [[0], [1, 2]], n_jobs=2, module="json")
+    assert len(pids) == 2 and len(set(pids)) == 2 and os.getpid() not in pids
+    assert "2 workers imported the training code before wave 1" in caplog.text
+    # nothing to gain: one wave, a first wave that keeps every needed worker busy, a later wave of one job
+    for waves in ([[0, 1, 2]], [[0, 1], [2, 3]], [[0], [1]]):
+        assert shared.warm_up(loky_workers, waves, n_jobs=2, module="json") == []
+    # an import that fails is only a warning (the job reports it), and no task waits out the timeout for it
+    start = time.monotonic()
+    assert shared.warm_up(loky_workers, [[0], [1, 2]], n_jobs=2, module="no_such_module_here", timeout=60) == []
+    assert time.monotonic() - start < 30 and "warm-up failed" in caplog.text and "no_such_module_here" in caplog.text
+
+
 def test_missing_joblib_launcher_names_the_pip_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "hydra_plugins.hydra_joblib_launcher", None)  # import fails as if not installed
     with pytest.raises(KDError, match=r"pip install 'kd_lightning\[shared\]'.*pip install hydra-joblib-launcher"):
