@@ -16,9 +16,9 @@ joblib launcher (hydra-joblib-launcher, loky processes) runs the jobs; on top of
   (:mod:`kd_lightning.runs.console`), and prints a line to the terminal when a job starts and when it ends. A run
   that is already finished is not written to: its job (one "Already trained" line, or with ``retrain=true`` the
   whole retraining, which moves the old folder away first) keeps the terminal;
-- when a later wave needs more workers than the first keeps busy (a teacher alone, then its students), has every
-  worker import the training code before the first wave (:func:`warm_up`), so that a worker idle in that wave
-  starts its first student at once rather than 12–17 s late (the torch import, measured on the H200 machine).
+- has every worker import the training code as it starts (joblib's loky initializer, :func:`_import_training_code`),
+  so that a worker the teacher's wave leaves idle starts its first student at once rather than 12-17 s late (the
+  torch import, measured on the H200 machine).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import copy
 import importlib
 import logging
 import os
-import tempfile
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -39,6 +39,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from hydra.types import HydraContext
 from omegaconf import DictConfig
+from packaging.version import Version
 
 from kd_lightning.cuda_mps import cuda_mps
 from kd_lightning.errors import KDError
@@ -48,17 +49,20 @@ from kd_lightning.runs.store import finished, read_summary, result_line
 
 log = logging.getLogger(__name__)
 
-INSTALL = "pip install 'kd_lightning[shared]'  (or: pip install hydra-joblib-launcher)"
+INSTALL = "pip install 'kd_lightning[shared]'  (or: pip install hydra-joblib-launcher 'joblib>=1.5')"
 
 
 def require_joblib_launcher() -> None:
-    """Raises :class:`KDError` naming the pip command when hydra-joblib-launcher is missing."""
+    """Raises :class:`KDError` naming the pip command when hydra-joblib-launcher is missing, or joblib is older than
+    1.5 (the first whose ``Parallel`` passes an ``initializer`` to its loky workers)."""
     try:
-        import joblib  # noqa: F401
+        import joblib
         from hydra_plugins.hydra_joblib_launcher import _core  # noqa: F401
     except ImportError as err:
         raise KDError(f"hydra/launcher=gpu_shared runs the jobs with Hydra's joblib launcher, which is not installed "
                       f"({err}): {INSTALL}") from None
+    if Version(joblib.__version__) < Version("1.5"):
+        raise KDError(f"hydra/launcher=gpu_shared needs joblib>=1.5 (installed: {joblib.__version__}): {INSTALL}")
 
 
 def job_waves(own: Sequence[Path | None], teachers: Sequence[Sequence[Path]]) -> list[list[int]]:
@@ -166,46 +170,19 @@ def _workers_end_with_the_sweep(enabled: bool) -> Iterator[None]:
             get_reusable_executor(reuse=True).shutdown(wait=True)
 
 
-def _imported_and_checked_in(module: str, folder: str, workers: int, timeout: float) -> int:
-    """A warm-up task, in a worker: imports ``module``, writes the worker's pid into ``folder`` and waits until
-    ``workers`` pids are there (or ``timeout`` seconds), so that each of the ``workers`` tasks holds a worker of its
-    own until all have imported: a worker that finished first cannot take a second task. Returns the pid."""
+def _import_training_code(module: str = "kd_lightning.train") -> None:
+    """Each loky worker's initializer: imports ``module`` as the worker starts. Loky starts all ``n_jobs`` workers
+    with the first wave, so a worker that wave leaves idle has imported torch and the rest (12-17 s on the H200
+    machine) before a later wave gives it a job. A failed import is only said: the job reports it (an initializer
+    that raised would break the pool)."""
+    start = time.monotonic()
     try:
         importlib.import_module(module)
-    finally:  # a failed import still checks in (the job then reports the error), so that no other task waits for it
-        Path(folder, str(os.getpid())).touch()
-        deadline = time.monotonic() + timeout
-        while len(os.listdir(folder)) < workers and time.monotonic() < deadline:
-            time.sleep(0.02)
-    return os.getpid()
-
-
-def warm_up(joblib_cfg: dict, waves: Sequence[Sequence[int]], n_jobs: int, module: str = "kd_lightning.train",
-            timeout: float = 300.0) -> list[int]:
-    """Has the workers that a later wave will use import ``module`` before the first wave, where that wave keeps
-    fewer of them busy; returns their pids (none if no wave needs it). The first wave's workers would import the same
-    code with their first job, so the first wave starts about as late as before (the workers import side by side),
-    and the others start their first job at once.
-
-    By hand: joblib and loky start workers empty and have no initializer through ``Parallel`` (loky's executor
-    takes one, but joblib creates that executor), so the warm-up is a round of tasks that wait for each other."""
-    from joblib import Parallel, delayed
-
-    needed = min(n_jobs, max((len(w) for w in waves), default=0))
-    if len(waves) < 2 or len(waves[0]) >= needed:
-        return []
-    start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="kd_warm_up_") as folder:
-        try:
-            pids = Parallel(**joblib_cfg)(delayed(_imported_and_checked_in)(module, folder, needed, timeout)
-                                          for _ in range(needed))
-        except Exception as err:  # noqa: BLE001 - only a head start: the jobs import what they need themselves
-            log.warning("gpu_shared: the workers' warm-up failed (%s); the jobs import the training code themselves",
-                        err)
-            return []
-    log.info("gpu_shared: %d workers imported the training code before wave 1 (%.1f s; pids %s)", len(set(pids)),
-             time.monotonic() - start, " ".join(map(str, sorted(pids))))
-    return pids
+    except Exception as err:  # noqa: BLE001
+        print(f"gpu_shared: worker {os.getpid()} could not import {module} ({err})", file=sys.stderr, flush=True)
+        return
+    print(f"gpu_shared: worker {os.getpid()} imported {module} ({time.monotonic() - start:.1f} s)", file=sys.stderr,
+          flush=True)
 
 
 def launch_in_waves(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
@@ -217,7 +194,8 @@ def launch_in_waves(launcher, job_overrides: Sequence[Sequence[str]], initial_jo
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    joblib_cfg = {**launcher.joblib, "n_jobs": launcher.n_jobs, "backend": "loky"}  # loky: Hydra's jobs need processes
+    joblib_cfg = {**launcher.joblib, "n_jobs": launcher.n_jobs, "backend": "loky",  # loky: Hydra's jobs need processes
+                  "initializer": _import_training_code}  # the same for every wave: joblib reuses the workers
     process_joblib_cfg(joblib_cfg)
     folders = [_job_folders(launcher, overrides) for overrides in job_overrides]
     own = [f.own for f in folders]
@@ -227,7 +205,6 @@ def launch_in_waves(launcher, job_overrides: Sequence[Sequence[str]], initial_jo
     returns: list[JobReturn | None] = [None] * len(job_overrides)
     with cuda_mps(sweep_dir / ".cuda_mps", launcher.cuda_mps), stop_jobs_on_signal(own, grace=launcher.stop_grace), \
             _workers_end_with_the_sweep(launcher.cuda_mps):
-        warm_up(joblib_cfg, waves, launcher.n_jobs)
         for number, wave in enumerate(waves, 1):
             log.info("gpu_shared: wave %d of %d, %d jobs, %d at a time:\n%s", number, len(waves), len(wave),
                      launcher.n_jobs, "\n".join(f"\t#{initial_job_idx + i} : {' '.join(filter_overrides(job_overrides[i]))}"

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,27 +49,27 @@ def test_console_to_sends_the_file_descriptors_to_the_file_and_says_lines_on_the
     assert "bar" not in out + err and "warning" not in err
 
 
-@pytest.fixture
-def loky_workers():
-    """Loky's reusable executor for this test only: its workers are stopped afterwards (joblib keeps them 300 s)."""
+def _imported(module: str) -> tuple[int, bool]:
+    return os.getpid(), module in sys.modules
+
+
+def test_every_worker_imports_the_training_code_as_it_starts_and_a_failed_import_breaks_nothing(capfd):
     joblib = pytest.importorskip("joblib")
-    yield {"n_jobs": 2, "backend": "loky"}
-    joblib.externals.loky.get_reusable_executor(reuse=True).shutdown(wait=True)
-
-
-def test_warm_up_has_each_worker_a_later_wave_needs_import_the_code_and_only_then(loky_workers, caplog):
-    caplog.set_level("INFO", logger="kd_lightning.shared_gpu")
-    # a teacher alone, then two students: both workers import first, each its own task (they wait for each other)
-    pids = shared.warm_up(loky_workers, [[0], [1, 2]], n_jobs=2, module="json")
-    assert len(pids) == 2 and len(set(pids)) == 2 and os.getpid() not in pids
-    assert "2 workers imported the training code before wave 1" in caplog.text
-    # nothing to gain: one wave, a first wave that keeps every needed worker busy, a later wave of one job
-    for waves in ([[0, 1, 2]], [[0, 1], [2, 3]], [[0], [1]]):
-        assert shared.warm_up(loky_workers, waves, n_jobs=2, module="json") == []
-    # an import that fails is only a warning (the job reports it), and no task waits out the timeout for it
-    start = time.monotonic()
-    assert shared.warm_up(loky_workers, [[0], [1, 2]], n_jobs=2, module="no_such_module_here", timeout=60) == []
-    assert time.monotonic() - start < 30 and "warm-up failed" in caplog.text and "no_such_module_here" in caplog.text
+    try:
+        # one task for three workers (a teacher's wave): all three start, and each has imported the module
+        joblib.Parallel(n_jobs=3, backend="loky", initializer=shared._import_training_code,
+                        initargs=("colorsys",))(joblib.delayed(time.sleep)(2) for _ in range(1))
+        warm = {int(pid) for pid in re.findall(r"worker (\d+) imported colorsys", capfd.readouterr().err)}
+        assert len(warm) == 3, warm
+        done = joblib.Parallel(n_jobs=3, backend="loky", initializer=shared._import_training_code,
+                               initargs=("colorsys",))(joblib.delayed(_imported)("colorsys") for _ in range(6))
+        assert all(imported for _, imported in done) and {pid for pid, _ in done} <= warm  # the same workers
+        # a module that cannot be imported: said, and the tasks still run (the job would report the error)
+        done = joblib.Parallel(n_jobs=2, backend="loky", initializer=shared._import_training_code,
+                               initargs=("no_such_module_here",))(joblib.delayed(_imported)("json") for _ in range(2))
+        assert len(done) == 2 and "could not import no_such_module_here" in capfd.readouterr().err
+    finally:
+        joblib.externals.loky.get_reusable_executor(reuse=True).shutdown(wait=True)
 
 
 def test_missing_joblib_launcher_names_the_pip_command(monkeypatch):
@@ -79,6 +80,11 @@ def test_missing_joblib_launcher_names_the_pip_command(monkeypatch):
 
     with pytest.raises(KDError, match="hydra-joblib-launcher"):
         SharedGPULauncher(n_jobs=2)
+    monkeypatch.undo()
+    joblib = pytest.importorskip("joblib")
+    monkeypatch.setattr(joblib, "__version__", "1.4.2")  # its Parallel takes no initializer for the workers
+    with pytest.raises(KDError, match=r"joblib>=1\.5 \(installed: 1\.4\.2\).*pip install 'kd_lightning\[shared\]'"):
+        shared.require_joblib_launcher()
 
 
 def test_a_tiny_sweep_runs_two_jobs_at_once_teacher_first_and_writes_one_table(tmp_path):
