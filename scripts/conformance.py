@@ -16,7 +16,7 @@ momentum cycling) on the tutorial's KD student and on WRN-16-2 (BatchNorm), sche
 run crosses at least two changes. A control case re-creates the old behaviour (a learning rate baked into
 the graph) and must be caught. One line per case; exit status 1 on any mismatch.
 
-    python scripts/conformance.py [--only SUBSTRING] [--out FILE.json]
+    python scripts/conformance.py [--only SUBSTRING ...] [--compile] [--out FILE.json]
 
 On CPU (``--device cpu``) there are no graphs: the fast path's manual step runs eagerly, so the check compares it
 with Lightning's automatic step; ``--cpu-precision bf16-mixed`` puts both under bf16 autocast, as on the GPU.
@@ -24,6 +24,10 @@ with Lightning's automatic step; ``--cpu-precision bf16-mixed`` puts both under 
 A case whose two identical eager runs differ on the GPU (``eager twice`` not 0: kernels with atomics, e.g. the
 backward of CRD's gather over duplicate bank indices) passes within that noise; ``--deterministic`` runs every fit
 with torch's deterministic algorithms (and cuBLAS's fixed workspace), so that such a case can be compared exactly.
+
+``--compile`` checks ``speed.compile`` too: the captured run's networks are compiled (inductor inside the graph),
+the eager runs' are not, so a case conforms when compiled-and-captured trains the same model as plain eager.
+Inductor fuses and reorders arithmetic, so this holds within the tolerance, not bitwise.
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ def datamodule(seed: int = 0) -> ClassificationDataModule:
 
 
 DEVICE = {"accelerator": "gpu", "precision": "bf16-mixed"}  # --device cpu: a dry run of the script itself
+COMPILE = {"captured": False}  # --compile: the captured run's networks compiled (speed.compile)
 
 
 class TensorRates(L.Callback):
@@ -101,7 +106,8 @@ def fit(build, data, capture: bool, epochs: int = EPOCHS, limit: int | None = No
         tensor_rates: bool = False) -> tuple[Trajectory, torch.Tensor]:
     torch.manual_seed(0)
     module, trajectory = build(), Trajectory()
-    speed = FastPath(channels_last=True, capture_step=capture, teacher_cache=True, matmul_bias_grad=True)
+    speed = FastPath(channels_last=True, capture_step=capture, teacher_cache=True, matmul_bias_grad=True,
+                     compile=capture and COMPILE["captured"])
     extra = [TensorRates()] if tensor_rates else []
     trainer = L.Trainer(devices=1, **DEVICE, max_epochs=epochs, logger=trajectory,
                         callbacks=[trajectory, speed, *extra], log_every_n_steps=1, limit_val_batches=0,
@@ -213,23 +219,27 @@ def wrn_16_2(optimizer, scheduler):
     return build
 
 
-def matrix_cases(only: str | None) -> list[dict]:
+def selected(name: str, only: list[str] | None) -> bool:
+    return not only or any(part in name for part in only)
+
+
+def matrix_cases(only: list[str] | None) -> list[dict]:
     results = []
     for net_name, builder in (("kd LightNN<-DeepNN", kd_student), ("wrn_16_2", wrn_16_2)):
         for opt_name, optimizer in OPTIMIZERS.items():
             for sched_name, scheduler in schedules(optimizer.keywords["lr"]).items():
                 name = f"{net_name} {opt_name} {sched_name}"
-                if only and only not in name:
+                if not selected(name, only):
                     continue
                 results.append(compare(name, builder(optimizer, scheduler), datamodule))
     return results
 
 
-def control_case(only: str | None) -> list[dict]:
+def control_case(only: list[str] | None) -> list[dict]:
     """The old behaviour: learning rates left as Python floats read once at capture, and no re-capture when they
     change. Must be caught."""
     name = "control: lr baked into the graph (old code)"
-    if only and only not in name:
+    if not selected(name, only):
         return []
     from kd_lightning.fast import callback
 
@@ -275,7 +285,7 @@ def shortened(cfg) -> tuple[list[str], int]:
     return overrides, epochs
 
 
-def experiment_cases(only: str | None, workdir: Path) -> list[dict]:
+def experiment_cases(only: list[str] | None, workdir: Path) -> list[dict]:
     results = []
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         folder = ROOT / "conf" / "experiment"
@@ -284,7 +294,7 @@ def experiment_cases(only: str | None, workdir: Path) -> list[dict]:
             if experiment.startswith("base/") or "/base/" in experiment:  # shared bases, not experiments
                 continue
             name = f"experiment {experiment}"
-            if only and only not in name:
+            if not selected(name, only):
                 continue
             overrides = [f"+experiment={experiment}", "speed=fast", f"trainer.accelerator={DEVICE['accelerator']}",
                          f"trainer.precision={DEVICE['precision']}", "data/source=synthetic",
@@ -310,7 +320,9 @@ def experiment_cases(only: str | None, workdir: Path) -> list[dict]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", help="run the cases whose name contains this")
+    parser.add_argument("--only", nargs="+", help="run the cases whose name contains one of these")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile the captured run's networks (speed.compile); the eager runs stay uncompiled")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                         help="cpu: no graphs, so the fast path's manual step (run eagerly) against Lightning's "
@@ -323,6 +335,7 @@ def main() -> int:
     if args.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: before any CUDA work
         torch.use_deterministic_algorithms(True, warn_only=True)  # warn_only: an op without one says so, runs on
+    COMPILE["captured"] = args.compile
     if args.device == "cpu":
         DEVICE.update(accelerator="cpu", precision=args.cpu_precision)
     elif not torch.cuda.is_available():
@@ -336,7 +349,8 @@ def main() -> int:
     print(f"{len(results) - len(failed)} of {len(results)} cases conform ({time.perf_counter() - start:.0f} s, "
           f"{torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu ' + DEVICE['precision']}, "
           f"torch {torch.__version__}, tolerance {TOLERANCE}"
-          f"{', deterministic algorithms' if args.deterministic else ''})")
+          f"{', deterministic algorithms' if args.deterministic else ''}"
+          f"{', captured runs compiled' if args.compile else ''})")
     if failed:
         print("MISMATCH: " + "; ".join(failed))
     if args.out:
