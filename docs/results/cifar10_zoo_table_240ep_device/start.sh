@@ -8,7 +8,7 @@ if [ "${RESTART:-0}" = 1 ]; then
   bash /tmp/sh/stop.sh
   [ "${MPS:-0}" = 1 ] || { echo quit | CUDA_MPS_PIPE_DIRECTORY=/tmp/mps nvidia-cuda-mps-control 2>/dev/null; sleep 2; }
 else
-  cp .gpu/cifar10.npz.part${LAST:-7} /tmp/parts/ && mkdir -p /tmp/d && cat /tmp/parts/cifar10.npz.part* > /tmp/d/cifar10.npz
+  cp .gpu/cifar10.npz.part${LAST:-5} /tmp/parts/ && mkdir -p /tmp/d && cat /tmp/parts/cifar10.npz.part* > /tmp/d/cifar10.npz
   sha256sum -c .gpu/cifar10.sha256 || exit 1
   rm -rf /tmp/repo && mkdir -p /tmp/repo && tar xzf .gpu/z240/repo.tgz -C /tmp/repo || exit 1
   cp kd_lightning/data/embedded/mnist.npz /tmp/repo/kd_lightning/data/embedded/
