@@ -170,12 +170,10 @@ def _workers_end_with_the_sweep(enabled: bool) -> Iterator[None]:
 
 
 def _import_training_code(module: str = "kd_lightning.train") -> None:
-    """Each loky worker's initializer: imports ``module`` as the worker starts. Loky starts all ``n_jobs`` workers
-    with the first wave, so a worker that wave leaves idle has imported torch and the rest (12-17 s on the H200
-    machine) before a later wave gives it a job. A failed import is only said: the job reports it (an initializer
-    that raised would break the pool). The line it prints gives no duration: loky imports this module (and with it
-    torch and Lightning) to unpickle the initializer before calling it, so most of the cost is spent before (0.1 s
-    measured inside it on the H200)."""
+    """Each loky worker's initializer: imports ``module`` as the worker starts, so that a worker the first wave
+    leaves idle is ready for the next (loky starts all ``n_jobs`` workers with the first wave). A failed import is
+    only said: the job reports it (an initializer that raised would break the pool). No duration is printed: loky
+    imports this module, and with it torch and Lightning, to unpickle the initializer before calling it."""
     try:
         importlib.import_module(module)
     except Exception as err:  # noqa: BLE001
