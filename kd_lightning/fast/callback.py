@@ -41,6 +41,7 @@ from collections.abc import Hashable
 import lightning.pytorch as L
 import torch
 from torch import nn
+from torch._inductor import config as inductor_config
 
 from kd_lightning.fast.bias_grad import use_matmul_bias_grad
 from kd_lightning.fast.capture import CapturedStep, frozen_optimizer_values
@@ -201,6 +202,15 @@ class FastPath(L.Callback):
             # class: a network compiled with no taps (a multirun's earlier job in this process, or a teacher of the
             # student's class) handed its code to one whose taps then never recorded. Guarding makes it recompile.
             torch._dynamo.config.skip_nnmodule_hook_guards = False
+            # Inductor draws random numbers (dropout) from its own Philox stream, not from torch's generator, so
+            # compiled training saw other dropout masks than eager training (the GPU conformance of the tutorial's
+            # KD: weights 13 % apart after 30 steps, 0.3 % with this). Calling torch's own random ops keeps eager's.
+            inductor_config.fallback_random = True
+            # Compiled code is kept per code object (a class's forward), one entry per instance and grad mode:
+            # a process fitting many networks of one class (a sweep's worker) reached Dynamo's recompile limit (8)
+            # and then ran that forward uncompiled, with one warning in the log. Each fit starts with empty caches
+            # (compiled kernels stay in inductor's on-disk cache, so a recompilation is quick).
+            torch._dynamo.reset()
         for net in getattr(pl_module, "networks", lambda: [pl_module])():
             if self.options.matmul_bias_grad:
                 use_matmul_bias_grad(net)
