@@ -404,7 +404,7 @@ def test_compiled_networks_train_like_eager_ones_taps_included(tmp_path):
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
 
 
-def test_compiled_dropout_draws_eager_dropouts_masks(tmp_path):
+def test_compiled_dropout_draws_the_masks_eager_dropout_draws(tmp_path):
     """Inductor's own random numbers gave compiled training other dropout masks than eager training (on an H200 the
     tutorial's KD ended 13 % of the weights apart after 30 steps): compiled code now calls torch's random ops."""
     eager = trained_weights(compiled_pair(False, dropout=0.1), tmp_path, False)

@@ -41,8 +41,9 @@ def main() -> None:
         compiled = gradient(compiled_net, x, y)
         nhwc = gradient(copy.deepcopy(net).to(memory_format=torch.channels_last),
                         x.contiguous(memory_format=torch.channels_last), y)
-        print(f"{name:10s} eager vs float64 {apart(eager, exact):.1e}   compiled vs float64 {apart(compiled, exact):.1e}"
-              f"   compiled vs eager {apart(compiled, eager):.1e}   NHWC eager vs eager {apart(nhwc, eager):.1e}")
+        print(f"{name:10s} eager vs float64 {apart(eager, exact):.1e}   "
+              f"compiled vs float64 {apart(compiled, exact):.1e}   compiled vs eager {apart(compiled, eager):.1e}   "
+              f"NHWC eager vs eager {apart(nhwc, eager):.1e}")
 
 
 if __name__ == "__main__":
