@@ -162,14 +162,13 @@ def compare(name: str, build, data_factory, expect_mismatch: bool = False, **fit
         "case": name,
         "steps": len(captured.lrs),
         "lr_changes": sum(1 for a, b in zip(eager.lrs, eager.lrs[1:]) if a != b),
-        "lr_max_rel_diff": max((abs(a - b) / max(abs(b), 1e-12) for a, b in zip(captured.lrs, eager.lrs)), default=0.0),
+        "lr_max_rel_diff": max((relative(a, b) for a, b in zip(captured.lrs, eager.lrs)), default=0.0),
         "loss_rel_diff": relative(captured.losses[:n], eager.losses[:n]),
         # step by step: rounding noise starts near zero and grows; a different computation differs from step 0
-        "loss_rel_diff_by_step": [abs(a - b) / max(abs(b), 1e-12)
-                                  for a, b in zip(captured.losses[:n], eager.losses[:n])],
+        "loss_rel_diff_by_step": [relative(a, b) for a, b in zip(captured.losses[:n], eager.losses[:n])],
         "weights_rel_diff": relative(w_captured, w_eager),
         "vs_float_rates_lr_max_rel_diff": max(
-            (abs(a - b) / max(abs(b), 1e-12) for a, b in zip(captured.lrs, plain.lrs)), default=0.0),
+            (relative(a, b) for a, b in zip(captured.lrs, plain.lrs)), default=0.0),
         "vs_float_rates_weights_rel_diff": relative(w_captured, w_plain),
         "eager_vs_eager_weights_rel_diff": relative(w_again, w_eager),
         "first_update_rel_diff": first_update(captured, eager),
@@ -384,8 +383,8 @@ def main() -> int:
         torch.use_deterministic_algorithms(True, warn_only=True)  # warn_only: an op without one says so, runs on
     COMPILE["captured"] = args.compile
     if args.device == "cpu":
-        DEVICE.update(accelerator="cpu", precision=args.precision or "32-true")
-    elif args.precision:
+        DEVICE.update(accelerator="cpu", precision="32-true")
+    if args.precision:
         DEVICE["precision"] = args.precision
     if args.device == "cuda" and not torch.cuda.is_available():
         print("conformance: needs a CUDA GPU (the captured step only exists there)")
