@@ -20,7 +20,10 @@ the graph) and must be caught. One line per case; exit status 1 on any mismatch.
 
 On CPU (``--device cpu``) there are no graphs: the fast path's manual step runs eagerly, so the check compares it
 with Lightning's automatic step; ``--precision bf16-mixed`` puts both under bf16 autocast, as on the GPU
-(where ``--precision 32-true`` runs every fit in float32).
+(where ``--precision 32-true`` runs every fit in float32). ``--precision 64-true`` (CPU) tells rounding apart from a
+different computation: the fast path's step does not take float64, so Lightning's own step trains every fit and, with
+``--compile``, the number to read is ``float rates`` (compiled against uncompiled, the same learning rates); the loss
+terms still compute in float32, and weights are compared in float32.
 
 A case whose two identical eager runs differ on the GPU (``eager twice`` not 0: kernels with atomics, e.g. the
 backward of CRD's gather over duplicate bank indices) passes within that noise; ``--deterministic`` runs every fit
@@ -372,9 +375,10 @@ def main() -> int:
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                         help="cpu: no graphs, so the fast path's manual step (run eagerly) against Lightning's "
                              "automatic step")
-    parser.add_argument("--precision", "--cpu-precision", choices=["32-true", "bf16-mixed"],
+    parser.add_argument("--precision", "--cpu-precision", choices=["64-true", "32-true", "bf16-mixed"],
                         help="every fit's precision (default: bf16-mixed on the GPU, as speed=fast trains; 32-true "
-                             "on CPU); 32-true on the GPU separates bf16 rounding from other differences")
+                             "on CPU); 32-true on the GPU separates bf16 rounding from other differences; 64-true "
+                             "on CPU from any rounding")
     parser.add_argument("--deterministic", action="store_true",
                         help="torch's deterministic algorithms in every fit (for cases whose eager runs differ)")
     args = parser.parse_args()

@@ -2,6 +2,7 @@
 
 import functools
 import math
+from pathlib import Path
 
 import lightning.pytorch as L
 import pytest
@@ -21,6 +22,7 @@ from kd_lightning.models.generator import Generator, MLPGenerator
 from kd_lightning.models.quantizable import QuantizableNet, fusable_groups
 from kd_lightning.modules import DataFreeDistillationModule
 from kd_lightning.callbacks.quantization import convert_int8, prepare_qat
+from kd_lightning.errors import ConfigError
 from kd_lightning.train import train
 
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
@@ -227,6 +229,17 @@ def test_new_experiments_compose_and_run_fast_dev_run(experiment, make_config, t
         assert 0.0 <= summary["test/acc_int8"] <= 1.0 and summary["test/agreement_int8"] >= 0.9
         int8 = torch.jit.load(str(tmp_path / "run" / "int8.pt"))
         assert int8(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_qat_refuses_a_precision_that_casts_the_weights_before_training(make_config, teacher_state):
+    """trainer.precision=bf16-true with cifar10_kd_int8 died in the first step inside torch.ao's fake-quant kernel
+    ("expected scalar type Float but found BFloat16")."""
+    cfg = make_config("+experiment=cifar10_kd_int8", "trainer.precision=bf16-true")
+    cfg = make_config("+experiment=cifar10_kd_int8", "trainer.precision=bf16-true",
+                      f"teacher.checkpoint={teacher_state(instantiate(cfg.teacher.net))}")
+    with pytest.raises(ConfigError, match=r"precision='bf16-true' casts them: use one of 32-true, 32, bf16-mixed"):
+        train(cfg)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
 
 
 def test_qat_run_resumes_from_its_fake_quant_checkpoint(make_config, teacher_state, monkeypatch):

@@ -53,6 +53,19 @@ def test_everything_that_changes_the_result_changes_the_hash(tmp_path, change):
     assert config_hash(identity(compose_run(tmp_path, "+experiment=mnist_ce", change))) != base
 
 
+def test_values_inside_the_run_folder_resolve_to_it_and_do_not_identify_the_run(tmp_path):
+    """+experiment=cifar10_kd_int8 (its QAT callback writes to ${paths.output_dir}) died of a RecursionError: the
+    folder's hash resolved the callback's folder, which is the folder being hashed. So would a user's own callback."""
+    qat = compose_run(tmp_path, "+experiment=cifar10_kd_int8")
+    folder, digest = run_folder(qat)
+    assert qat.callbacks.qat.dirpath == qat.paths.output_dir == str(folder.resolve()) and folder.name.endswith(digest)
+    plain = compose_run(tmp_path, "+experiment=mnist_ce")
+    own = compose_run(tmp_path, "+experiment=mnist_ce", f"+callbacks.mine.dirpath=${{paths.output_dir}}/mine")
+    assert own.callbacks.mine.dirpath == str(run_folder(own)[0].resolve() / "mine")
+    assert identity(own)["callbacks"]["mine"]["dirpath"] == "<run folder>/mine"
+    assert run_folder(own)[1] != run_folder(plain)[1]  # a callback added is a configuration changed
+
+
 def test_finding2_data_file_enters_by_checksum_not_by_name(tmp_path):
     """Finding 2: +experiment=mnist_ce pointed at another .npz "resumed" the real MNIST run."""
     one, other = small_npz(tmp_path / "a.npz", 0), small_npz(tmp_path / "b.npz", 1)
@@ -169,6 +182,18 @@ def test_train_if_missing_trains_the_teacher_first_in_process(tmp_path):
     teacher_summary = json.loads((Path(record["checkpoint"]).parents[1] / "summary.json").read_text())
     assert teacher_summary["status"] == "done" and teacher_summary["run_name"] == "mnist_teacher"
     assert Path(record["checkpoint"]).parents[2] == tmp_path / "mnist_teacher"
+
+
+def test_a_teacher_trained_without_a_checkpoint_is_named_as_such(tmp_path):
+    """A student's fast_dev_run with train_if_missing trained its teacher as a fast_dev_run too (which saves no
+    checkpoint), then said the teacher "is done: no finished run" and to add train_if_missing, already there."""
+    overrides = ["+experiment=mnist_kd", *FAST, f"paths.log_dir={tmp_path}", "teacher.train_if_missing=true",
+                 "trainer.fast_dev_run=true"]
+    with pytest.raises(MissingTeacherError, match=r"finished without a checkpoint: .*last.ckpt is missing \(a run "
+                                                  r"with trainer.fast_dev_run"):
+        train(compose_run(tmp_path, *overrides), overrides)
+    [summary] = [json.loads(p.read_text()) for p in (tmp_path / "mnist_teacher").rglob("summary.json")]
+    assert summary["status"] == "done"
 
 
 # ------------------------------------------------------------------------------------------------- bad input

@@ -319,6 +319,25 @@ def test_crd_other_class_negatives_are_distinct_and_uniform_unless_a_class_has_t
         torch.testing.assert_close(share[outside], torch.full((others,), 15 / others), atol=0.05, rtol=0)
 
 
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-6), (torch.bfloat16, 5e-2)])
+def test_crd_runs_with_its_weights_in_the_precisions_dtype(dtype, tolerance):
+    """trainer.precision=bf16-true or 64-true casts CRD's projections; the features reach them in that dtype (they
+    were cast to float32 for autocast, and the projection refused them), and the loss is float32's within rounding."""
+    losses = []
+    for as_dtype in (torch.float32, dtype):
+        torch.manual_seed(0)
+        crd = CRD("s", "t", student_dim=4, teacher_dim=6, feat_dim=3, nce_k=5).to(as_dtype)  # as Lightning casts
+        crd.allocate(20, "cpu")  # at fit start, after the cast (the banks stay float32)
+        torch.manual_seed(1)
+        student = Outputs(torch.zeros(8, 10), {"s": torch.randn(8, 4).to(as_dtype)})
+        teacher = Outputs(torch.zeros(8, 10), {"t": torch.randn(8, 6).to(as_dtype)})
+        loss = crd(student, teacher, torch.zeros(8, dtype=torch.long), index=torch.arange(8))
+        loss.backward()
+        assert crd.embed_s.linear.weight.grad.dtype == as_dtype
+        losses.append(loss.double())
+    torch.testing.assert_close(losses[1], losses[0], rtol=tolerance, atol=0)
+
+
 def test_crd_other_class_configuration_errors():
     with pytest.raises(ConfigError, match="'uniform' or 'other_class', got 'same_class'"):
         CRD("s", "t", student_dim=4, teacher_dim=4, negatives="same_class")

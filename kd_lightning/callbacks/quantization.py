@@ -26,6 +26,7 @@ from kd_lightning.errors import ConfigError
 from kd_lightning.models.quantizable import QuantizableNet
 
 log = logging.getLogger(__name__)
+QAT_PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")  # autocast keeps the weights float32
 
 
 def is_prepared(net: nn.Module) -> bool:
@@ -91,6 +92,12 @@ class QuantizationAwareTraining(L.Callback):
         return net
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if str(trainer.precision) not in QAT_PRECISIONS:  # torch.ao's fake-quant kernels take float32 only
+            raise ConfigError(
+                f"quantization-aware training needs float32 weights (torch's fake-quant observers take no other "
+                f"dtype), and trainer.precision={trainer.precision!r} casts them: use one of "
+                f"{', '.join(QAT_PRECISIONS)}"
+            )
         # before the optimizer exists and before a checkpoint is restored (its keys are the prepared net's)
         net = self._net(pl_module)
         if not is_prepared(net):

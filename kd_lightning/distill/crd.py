@@ -32,7 +32,8 @@ class Embed(nn.Module):
         self.linear = nn.Linear(dim_in, dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.linear(x.flatten(1)), dim=1)
+        # in the projection's dtype: float32 under autocast, bf16 or float64 when the precision casts the weights
+        return F.normalize(self.linear(x.flatten(1).to(self.linear.weight.dtype)), dim=1)
 
 
 def nce_loss(scores: torch.Tensor, num_samples: int) -> torch.Tensor:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -100,8 +101,23 @@ def _collect(node, prefix: str, excludes: Sequence[str]):
     return node
 
 
+# set while an identity is collected: a value placed inside the run's folder (a callback's ``${paths.output_dir}``
+# that identity_exclude does not list, e.g. one a user adds) resolves to this name there instead of recursing
+_identifying = threading.local()
+RUN_FOLDER_IN_IDENTITY = "<run folder>"
+
+
 def identity(cfg: DictConfig) -> dict:
     """Everything in ``cfg`` that can change the run's result (see the module docstring)."""
+    depth = getattr(_identifying, "depth", 0)
+    _identifying.depth = depth + 1
+    try:
+        return _identity(cfg)
+    finally:
+        _identifying.depth = depth
+
+
+def _identity(cfg: DictConfig) -> dict:
     excludes = list(cfg.get("identity_exclude") or [])
     # the teacher's networks are identified by the teacher's own identity (below); an ensemble's weights and
     # temperature (distill.teacher.weights, .temperature) change the result and stay in
@@ -188,6 +204,8 @@ def run_folder(cfg: DictConfig) -> tuple[Path, str]:
 
 
 def _resolve_run_folder(*, _root_: DictConfig) -> str:
+    if getattr(_identifying, "depth", 0):
+        return RUN_FOLDER_IN_IDENTITY
     folder, _ = run_folder(_root_)
     return str(folder.resolve())
 
