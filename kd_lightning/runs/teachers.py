@@ -135,23 +135,24 @@ def locate_teachers(cfg: DictConfig, student_overrides: list[str] | None = None,
             if cfg.teacher.get("train_if_missing") and train_missing is not None:
                 log.info("Training the missing teacher first: %s", run.command)
                 train_missing(run.config, run.overrides, run.folder)
-            if run.status() == "failed":  # in a sweep the teacher's job ran first: one line says why its students fail
+            status = run.status()  # after training it, when train_if_missing asked for that
+            if status == "failed":  # in a sweep the teacher's job ran first: one line says why its students fail
                 error = (read_summary(run.folder) or {}).get("error") or "no error recorded"
                 raise MissingTeacherError(f"not trained: its teacher's run failed ({run.folder}: {error.splitlines()[0]})")
             who = f"teacher {run.name!r} ({run.overrides[0].split('=', 1)[1]}, seed {run.config.seed})"
-            if run.status() == "done" and not run.checkpoint.is_file():
+            if status != "done":
+                state = f"is {status}" if status else "has not been trained"
+                raise MissingTeacherError(
+                    f"{who} {state}: no finished run at {run.folder}. Train it with:\n  {run.command}\nor add "
+                    f"teacher.train_if_missing=true to train it first, or set teacher.checkpoint=PATH."
+                )
+            if not run.checkpoint.is_file():
                 raise MissingTeacherError(
                     f"{who} finished without a checkpoint: {run.checkpoint} is missing (a run with "
                     f"trainer.fast_dev_run or trainer.enable_checkpointing=false saves none, and a teacher run "
                     f"inherits the student's trainer settings by default: teacher.run.inherit). Train the student "
                     f"without them (a short run: trainer.max_epochs=1 trainer.limit_train_batches=2), or set "
                     f"teacher.checkpoint=PATH."
-                )
-            if run.status() != "done":
-                state = f"is {run.status()}" if run.status() else "has not been trained"
-                raise MissingTeacherError(
-                    f"{who} {state}: no finished run at {run.folder}. Train it with:\n  {run.command}\nor add "
-                    f"teacher.train_if_missing=true to train it first, or set teacher.checkpoint=PATH."
                 )
         records.append({"name": run.name, "checkpoint": str(run.checkpoint.resolve()),
                         "sha256": file_checksum(run.checkpoint), "config_hash": run.digest, "command": run.command})
