@@ -11,6 +11,7 @@ T=cifar10_zoo_teacher_resnet56_fast
 mkdir -p /tmp/zc && cp -r docs/results/cifar10_zoo_table_240ep_runs/$T /tmp/zc/
 export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log && mkdir -p /tmp/mps /tmp/mps-log
 nvidia-cuda-mps-control -d || echo "MPS: no daemon"
+PYTHONPATH=/tmp/site python -c "import torch; print('MPS probe', float(torch.ones(8, device='cuda').sum()))" || exit 1
 for r in ${RUNS:-kd ce}; do
   (cd /tmp/repo && PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 setsid nohup python -m kd_lightning.train +experiment=cifar10/$r \
     trainer=gpu speed=fast speed.compile=true data/source=npz paths.shared_data_dir=/tmp/d paths.log_dir=/tmp/zc \
