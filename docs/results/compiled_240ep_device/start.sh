@@ -9,6 +9,8 @@ rm -rf /tmp/repo && mkdir -p /tmp/repo && tar xzf .gpu/c240/repo.tgz -C /tmp/rep
 cp kd_lightning/data/embedded/mnist.npz /tmp/repo/kd_lightning/data/embedded/; cat /tmp/repo/kd_lightning/ARCHIVE_COMMIT
 T=cifar10_zoo_teacher_resnet56_fast
 mkdir -p /tmp/zc && cp -r docs/results/cifar10_zoo_table_240ep_runs/$T /tmp/zc/
+# the runs a lost machine left (the last watch's zc_runs.tgz, put here): their last.ckpt resumes them
+[ -f .gpu/c240/zc_runs.tgz ] && tar xzf .gpu/c240/zc_runs.tgz -C /tmp/zc && find /tmp/zc -name last.ckpt
 export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log && mkdir -p /tmp/mps /tmp/mps-log
 nvidia-cuda-mps-control -d || echo "MPS: no daemon"
 PYTHONPATH=/tmp/site python -c "import torch; print('MPS probe', float(torch.ones(8, device='cuda').sum()))" || exit 1
