@@ -197,7 +197,8 @@ def main() -> None:
     zoo.add_argument("--workers", type=int, help="RepDistiller's DataLoader workers (default 8; 0 on cpu)")
     zoo.add_argument("--train-images", type=int, help="random training images (default 50000; 96 on cpu)")
     zoo.add_argument("--cudnn-benchmark", action="store_true",
-                     help="cuDNN autotuning for ours too (trainer.benchmark=true); hand and RepDistiller's loop always autotune")
+                     help="cuDNN autotuning for ours (trainer.benchmark=true) and hand; RepDistiller's loop always "
+                     "autotunes")
     zoo.add_argument("--ours-override", nargs="*", default=[], help="extra overrides for ours, e.g. speed.capture_step=false")
     zoo.add_argument("--ours-warmup", type=float, default=6.0, help="seconds ours may spend on start-up, its first "
                      "epoch and capture before the timed ones (default 6; e.g. 180 with speed.compile=true)")

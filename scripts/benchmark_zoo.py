@@ -7,14 +7,19 @@ a live teacher forward for ResNet-20←ResNet-56, WRN-16-2←WRN-40-2, ResNet-8x
 - ``ours``: ``kd_lightning.train.train`` (what ``python -m kd_lightning.train`` runs) with ``speed=fast`` (bf16,
   GPU-resident uint8 data, GPU crop + flip, channels_last, fused SGD, the step as one CUDA graph), batch 128; the
   steady rate is :class:`~kd_lightning.report.EpochThroughput`'s (median epoch after the first). The fast profile
-  leaves cuDNN autotuning off (``trainer.benchmark: false``); ``--cudnn-benchmark`` turns it on for ours;
+  leaves cuDNN autotuning off (``trainer.benchmark: false``); ``--cudnn-benchmark`` turns it on;
 - ``hand``: :class:`HandLoop`, plain PyTorch written for speed: the same data on the GPU as uint8, crop 4 + flip as
-  one gather, bf16 autocast, channels_last, cuDNN autotuning, fused SGD (momentum 0.9, weight decay 5e-4), forward +
-  loss + backward + step captured in one CUDA graph (``torch.cuda.graph``), batch 128;
+  one gather, bf16 autocast, channels_last, fused SGD (momentum 0.9, weight decay 5e-4), forward + loss + backward +
+  step captured in one CUDA graph (``torch.cuda.graph``), batch 128; cuDNN autotuning as ours has it (below);
 - ``repdistiller``: :func:`repdistiller_loop`, RepDistiller's ``train_vanilla`` / ``train_distill`` pipeline:
   torchvision RandomCrop(32, 4) + RandomHorizontalFlip + ToTensor + Normalize on PIL images in a DataLoader (8
   workers, pinned memory), batch 64, fp32, plain SGD, cuDNN autotuning, its ``DistillKL`` and a ``loss.item()``
   every step.
+
+cuDNN keeps one plan cache per process whose key leaves out ``cudnn.benchmark``: the first loop to meet a
+convolution fixes its plan for every later loop in the process, tuned or not. Ours and hand run the same bf16
+channels_last convolutions, so hand gets ours' setting, and ``--cudnn-benchmark`` measures both tuned. RepDistiller's
+fp32 NCHW convolutions have keys of their own: it always autotunes, as its scripts do.
 
 Every loop trains on the same random uint8 CIFAR-sized images (speed does not depend on pixel values). On the CPU
 (``--device cpu``) the same code runs eagerly, without graphs (bf16 autocast on the CPU for ours and hand): a dry
@@ -91,7 +96,7 @@ class Settings:
     train_images: int = 50000
     val_images: int = 1000       # ours holds these out (data.val_size); the other loops train on the rest too
     num_classes: int = 100
-    cudnn_benchmark: bool = False  # ours' trainer.benchmark (cuDNN autotuning); hand and RepDistiller always autotune
+    cudnn_benchmark: bool = False  # cuDNN autotuning for ours (trainer.benchmark) and hand; RepDistiller always
     ours_overrides: tuple[str, ...] = ()
     ours_warmup: float = 6.0       # ours' allowance for start-up, its first epoch and capture (raise for speed.compile)
 
@@ -211,7 +216,7 @@ class HandLoop:
 
 
 def measure_hand(phase: Phase, arrays: dict, settings: Settings) -> dict:
-    torch.backends.cudnn.benchmark = True  # a performance engineer's first line (RepDistiller's scripts set it too)
+    torch.backends.cudnn.benchmark = settings.cudnn_benchmark  # ours' plans are in the process's cache anyway
     images = torch.from_numpy(arrays["x_train"]).permute(0, 3, 1, 2).contiguous().to(settings.device)
     labels = torch.from_numpy(arrays["y_train"]).long().to(settings.device)
     generator = torch.Generator(device=settings.device).manual_seed(0)
