@@ -105,7 +105,5 @@ def test_the_hand_loop_tunes_exactly_when_ours_does(tuned, monkeypatch):
     reuses ours' plans whatever it sets (H200, 2026-12-03: both loops 16-19 % faster tuned on ResNet-20/56). It
     therefore takes ours' setting, and --cudnn-benchmark measures both tuned."""
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", not tuned)
-    arrays = {"x_train": torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8).numpy(),
-              "y_train": torch.randint(0, 100, (8,)).numpy()}
-    zoo.measure_hand(zoo.PHASES["resnet20"], arrays, cpu_settings(batch=4, cudnn_benchmark=tuned))
+    zoo.measure_hand(zoo.PHASES["resnet20"], zoo.random_cifar(8, 100), cpu_settings(batch=4, cudnn_benchmark=tuned))
     assert torch.backends.cudnn.benchmark is tuned
