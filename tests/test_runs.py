@@ -3,6 +3,7 @@ and bad input refused before training. Each test names the finding it covers."""
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from kd_lightning.train import ddp_child_argv, train
 from kd_lightning.validate import validate
 
 from conftest import CONF, FAST
-from test_train import CLI_FAST, run_cli
+from test_train import CLI_FAST, CLIHung, run_cli
 
 
 def compose_run(tmp_path: Path, *overrides: str):
@@ -265,11 +266,23 @@ def test_finding8_ddp_ranks_of_a_multirun_job_run_that_job_once(tmp_path, monkey
 
 
 def test_finding8_cpu_ddp_multirun_runs_each_job_once_on_both_ranks_and_writes_one_table(tmp_path):
-    """The real thing on CPU (gloo): two jobs, two ranks each, one table; rank 1 never re-launches the sweep."""
-    result = run_cli("-m", "+experiment=mnist_ce", "seed=0,1", *CLI_FAST, "trainer.devices=2", "+trainer.strategy=ddp",
-                     f"paths.log_dir={tmp_path}")
+    """The real thing on CPU (gloo): two jobs, two ranks each, one table; rank 1 never re-launches the sweep.
+
+    It takes 25-40 s. Once in some twenty CI runs it hung in job 0, after rank 0 announced its rendezvous; 21 runs
+    here never hung (12 with both cores busy, 4 after tests/test_ddp.py and the tests before it in this file). A hang
+    is retried once in a fresh folder, and the warnings summary shows where each process of the hung attempt was."""
+    for attempt in (1, 2):
+        folder = tmp_path / f"attempt{attempt}"
+        try:
+            result = run_cli("-m", "+experiment=mnist_ce", "seed=0,1", *CLI_FAST, "trainer.devices=2",
+                             "+trainer.strategy=ddp", f"paths.log_dir={folder}", timeout=150)
+            break
+        except CLIHung as hung:
+            if attempt == 2:
+                raise
+            warnings.warn(f"retried after a hang: {hung}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert output.count("[rank: 1] Seed set to 0") == 1 and output.count("[rank: 1] Seed set to 1") == 1
-    assert len(list((tmp_path / "tables").glob("*.md"))) == 1
-    assert sorted(json.loads(p.read_text())["status"] for p in tmp_path.rglob("summary.json")) == ["done", "done"]
+    assert len(list((folder / "tables").glob("*.md"))) == 1
+    assert sorted(json.loads(p.read_text())["status"] for p in folder.rglob("summary.json")) == ["done", "done"]

@@ -1,9 +1,13 @@
 """The entry point end to end: experiments compose and run, logs, resume, multirun, errors, real MNIST."""
 
+import contextlib
 import json
 import os
+import resource
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,10 +70,36 @@ def test_rerun_of_a_finished_run_trains_nothing_and_another_configuration_gets_i
     assert longer["epochs"] == 2 and longer["run_dir"] != first["run_dir"]
 
 
-def run_cli(*args, cwd=ROOT):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "kd_lightning.train", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+class CLIHung(AssertionError):
+    """A command that outlived its time limit: the message ends with what it printed, its processes' stacks last."""
+
+    def __init__(self, args, timeout: float, output: str):
+        lines = [line for line in output.splitlines() if not line.startswith("Extension modules:")]  # long, no use
+        super().__init__(f"kd_lightning.train {' '.join(args)} ran past {timeout} s; the end of its output, with "
+                         f"the stacks of its processes:\n" + "\n".join(lines)[-8000:])
+
+
+def run_cli(*args, cwd=ROOT, timeout=300):
+    """``python -m kd_lightning.train *args``. Past ``timeout``, every process it started (DDP ranks included) is
+    made to print its Python stacks (faulthandler on SIGABRT) and dies, and :class:`CLIHung` says where each was;
+    ``subprocess.run``'s timeout kills rank 0 only, leaves rank 1 running and says nothing of where either was."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "kd_lightning.train", *args], cwd=cwd, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                               preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)))  # no core files
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)  # rank 0 first, then the rest: their stacks do not interleave
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+        for signal_number in (signal.SIGABRT, signal.SIGKILL):
+            time.sleep(2)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal_number)
+        stdout, stderr = process.communicate()
+        raise CLIHung(args, timeout, stdout + stderr) from None
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def test_multirun_puts_each_job_in_its_own_folder_and_writes_a_table(tmp_path):
