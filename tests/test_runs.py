@@ -268,7 +268,7 @@ def test_finding8_ddp_ranks_of_a_multirun_job_run_that_job_once(tmp_path, monkey
 def test_finding8_cpu_ddp_multirun_runs_each_job_once_on_both_ranks_and_writes_one_table(tmp_path):
     """The real thing on CPU (gloo): two jobs, two ranks each, one table; rank 1 never re-launches the sweep.
 
-    It takes 25-40 s. Once in some twenty CI runs it hung in job 0, after rank 0 announced its rendezvous; 21 runs
+    It takes 25-40 s. Once in CI (2026-12-03) it hung in job 0, after rank 0 announced its rendezvous; 21 runs
     here never hung (12 with both cores busy, 4 after tests/test_ddp.py and the tests before it in this file). A hang
     is retried once in a fresh folder, and the warnings summary shows where each process of the hung attempt was."""
     for attempt in (1, 2):
